@@ -1,0 +1,186 @@
+"""Lenient header access: decoding, unfolding and address parsing that record defects, never raise."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from email.header import decode_header, make_header
+from email.message import Message
+from functools import lru_cache
+
+# flanker builds ply parsers at import time and logs grammar warnings; they are noise to users.
+logging.getLogger("flanker").setLevel(logging.ERROR)
+from flanker.addresslib import address as flanker_address  # noqa: E402
+
+_FOLD = re.compile(r"\r?\n[ \t]*|\r[ \t]*")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_ANGLE = re.compile(r"<([^<>\s]+)>")
+
+
+class Defects:
+    """Collects what was wrong with an input and how it was tolerated (kept in order, deduplicated)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, None] = {}
+
+    def add(self, text: str) -> None:
+        self._items.setdefault(text, None)
+
+    def extend(self, texts: Iterable[str]) -> None:
+        for text in texts:
+            self.add(text)
+
+    def list(self) -> list[str]:
+        return list(self._items)
+
+
+class HeaderIndex:
+    """Unfolded header values by lower-case name, in message order (newest `Received` first)."""
+
+    __slots__ = ("_by_name", "order")
+
+    def __init__(self, items: Iterable[tuple[str, str]], defects: Defects | None = None) -> None:
+        self._by_name: dict[str, list[str]] = {}
+        self.order: list[tuple[str, str]] = []
+        for name, raw in items:
+            value = unfold(raw if isinstance(raw, str) else str(raw))
+            if defects is not None and _has_surrogates(value):
+                defects.add(f"raw 8-bit bytes in header {name.strip()}: decoded as UTF-8 with replacement")
+            value = _fix_surrogates(value)
+            key = name.strip().lower()
+            self._by_name.setdefault(key, []).append(value)
+            self.order.append((key, value))
+
+    @classmethod
+    def of(cls, msg: Message, defects: Defects | None = None) -> HeaderIndex:
+        return cls(msg.raw_items(), defects)
+
+    def get(self, name: str) -> str | None:
+        values = self._by_name.get(name)
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return self._by_name.get(name, [])
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def names(self) -> Iterable[str]:
+        return self._by_name.keys()
+
+
+def unfold(value: str) -> str:
+    return _FOLD.sub(" ", value).strip()
+
+
+def _has_surrogates(value: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _fix_surrogates(value: str) -> str:
+    if not _has_surrogates(value):
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def decode_words(value: str | None, defects: Defects | None = None) -> str | None:
+    """Decode RFC 2047 encoded-words leniently; unknown charsets fall back to Latin-1."""
+    if value is None:
+        return None
+    if "=?" not in value or not _ENCODED_WORD.search(value):
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (LookupError, UnicodeError, ValueError, AssertionError) as exc:
+        if defects is not None:
+            defects.add(f"undecodable encoded-word ({type(exc).__name__}): decoded leniently")
+        return _ENCODED_WORD.sub(_decode_one_leniently, value)
+
+
+def _decode_one_leniently(match: re.Match[str]) -> str:
+    try:
+        parts = decode_header(match.group(0))
+    except (ValueError, AssertionError):
+        return match.group(0)
+    out = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            out.append(chunk)
+            continue
+        try:
+            out.append(chunk.decode(charset or "latin-1", "replace"))
+        except LookupError:
+            out.append(chunk.decode("latin-1"))
+    return "".join(out)
+
+
+def message_id(value: str | None) -> str | None:
+    """Message-ID without angle brackets (or the bare token when brackets are missing)."""
+    if not value:
+        return None
+    match = _ANGLE.search(value)
+    if match:
+        return match.group(1)
+    token = value.strip().split()
+    return token[0] if token else None
+
+
+class ParsedAddress:
+    __slots__ = ("address", "domain", "name")
+
+    def __init__(self, address: str | None, domain: str | None, name: str | None) -> None:
+        self.address = address
+        self.domain = domain
+        self.name = name
+
+
+@lru_cache(maxsize=4096)
+def _flanker_parse(value: str) -> tuple[str | None, str | None, str | None]:
+    try:
+        parsed = flanker_address.parse(value)
+    except Exception:  # flanker raises a wide range of internal errors on hostile input
+        parsed = None
+    if parsed is None or not getattr(parsed, "hostname", None):
+        return None, None, None
+    mailbox = parsed.mailbox
+    host = str(parsed.hostname).lower().rstrip(".")
+    name = parsed.display_name or None
+    return f"{mailbox}@{host}", host, name
+
+
+_ADDR_FALLBACK = re.compile(r"<?([^\s<>\"'@,;]+)@([A-Za-z0-9._-]+\.[A-Za-z0-9-]+|[A-Za-z0-9-]+)>?")
+
+
+def parse_address(value: str | None, defects: Defects | None = None) -> ParsedAddress | None:
+    """One mailbox (the first of a list) with a lower-case domain, or None.
+
+    flanker does the RFC 5322 parsing; a regex fallback keeps obviously present addresses that flanker
+    refuses (junk mail is rarely standards-conforming).
+    """
+    if not value:
+        return None
+    decoded = decode_words(value, defects) or ""
+    if len(decoded) > 2000:
+        decoded = decoded[:2000]
+    addr, domain, name = _flanker_parse(decoded)
+    if addr is None and "," in decoded:
+        addr, domain, name = _flanker_parse(decoded.split(",", 1)[0])
+    if addr is None:
+        match = _ADDR_FALLBACK.search(decoded)
+        if not match:
+            return None
+        domain = match.group(2).lower().rstrip(".")
+        addr = f"{match.group(1)}@{domain}"
+        name = decoded[: match.start()].strip(' "\t') or None
+        if defects is not None:
+            defects.add("address not RFC 5322-conforming: extracted leniently")
+    if name is not None:
+        name = name.replace("\r", " ").replace("\n", " ").strip() or None
+    return ParsedAddress(addr, domain, name)
+
+
+def domain_of(addr: str | None) -> str | None:
+    if not addr or "@" not in addr:
+        return None
+    return addr.rsplit("@", 1)[1].strip(" >").lower().rstrip(".") or None

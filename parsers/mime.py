@@ -1,0 +1,202 @@
+"""Bounded MIME access on top of the stdlib parser: loading, walking, decoding and enclosed messages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email
+import email.policy
+import quopri
+import re
+from collections.abc import Iterator
+from email.message import Message
+
+from abusepipe.errors import LimitExceeded
+from parsers.headers import Defects
+from parsers.limits import ParseLimits
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_MBOX_FROM = re.compile(rb"^From [^\r\n]*\r?\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+MESSAGE_TYPES = ("message/rfc822", "message/global")
+
+
+def normalise_bytes(raw: bytes, defects: Defects) -> bytes:
+    """Undo what transport and storage do to a message before parsing it."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+        defects.add("UTF-8 byte-order mark before the headers: removed")
+    if raw.startswith(b"From "):
+        match = _MBOX_FROM.match(raw)
+        if match:
+            raw = raw[match.end() :]
+            defects.add("mbox 'From ' line before the headers: removed")
+    head = raw[:4096]
+    if b"\r" in head and b"\n" not in head:
+        raw = raw.replace(b"\r", b"\n")
+        defects.add("CR-only line endings: converted")
+    else:
+        lead = raw.lstrip(b"\r\n\t ")
+        if len(lead) != len(raw) and lead[:1] not in (b"",):
+            raw = lead
+            defects.add("blank lines before the headers: removed")
+    return raw
+
+
+def load(raw: bytes, limits: ParseLimits) -> Message:
+    if len(raw) > limits.max_message_bytes:
+        raise LimitExceeded("message size", len(raw), limits.max_message_bytes)
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
+
+
+def content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:  # malformed Content-Type parameters
+        return "text/plain"
+
+
+def param(part: Message, name: str, header: str = "content-type") -> str | None:
+    try:
+        value = part.get_param(name, header=header)
+    except Exception:
+        return None
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return email.utils.collapse_rfc2231_value(value)
+    except Exception:
+        return None
+
+
+def filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    if name is None:
+        name = param(part, "name")
+    if name is None:
+        return None
+    from parsers.headers import decode_words
+
+    return (decode_words(str(name)) or "").strip()[:255] or None
+
+
+def walk(msg: Message, limits: ParseLimits, defects: Defects, *, depth: int = 0) -> Iterator[tuple[Message, int]]:
+    """Parts in document order with their nesting depth, without descending into enclosed messages."""
+    count = 0
+    stack: list[tuple[Message, int]] = [(msg, depth)]
+    while stack:
+        part, level = stack.pop()
+        count += 1
+        if count > limits.max_parts:
+            defects.add(f"more than {limits.max_parts} MIME parts: the rest were skipped")
+            return
+        yield part, level
+        if not content_type(part).startswith("multipart/"):
+            continue  # message/* bodies are parsed as messages too; they are opened explicitly
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            if level + 1 > limits.max_depth:
+                defects.add(f"MIME nesting deeper than {limits.max_depth}: inner parts skipped")
+                continue
+            stack.extend((child, level + 1) for child in reversed(payload) if isinstance(child, Message))
+
+
+def leaves(msg: Message, limits: ParseLimits, defects: Defects) -> Iterator[Message]:
+    for part, _ in walk(msg, limits, defects):
+        if not content_type(part).startswith("multipart/"):
+            yield part
+
+
+def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
+    """Decoded body of a leaf part; empty when over `max_decoded_bytes` (with a defect)."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return b"".join(m.as_bytes() for m in payload if isinstance(m, Message))
+    if not isinstance(payload, str):
+        return b""
+    if len(payload) > limits.max_decoded_bytes * 2:
+        defects.add(f"part of {len(payload)} bytes not decoded (over the decoded-size limit)")
+        return b""
+    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    data = _to_bytes(payload)
+    try:
+        if cte == "base64":
+            out = base64.b64decode(_b64_fix(data))
+        elif cte == "quoted-printable":
+            out = quopri.decodestring(data)
+        else:
+            if cte not in ("", "7bit", "8bit", "binary"):
+                defects.add(f"unknown Content-Transfer-Encoding {cte[:40]!r}: body taken as is")
+            out = data
+    except (binascii.Error, ValueError):
+        defects.add("undecodable base64 body: taken as is")
+        out = data
+    if len(out) > limits.max_decoded_bytes:
+        defects.add(f"decoded part of {len(out)} bytes is over the limit: truncated")
+        out = out[: limits.max_decoded_bytes]
+    return out
+
+
+def _to_bytes(payload: str) -> bytes:
+    """Bytes of a payload parsed from bytes (surrogate-escaped) or from text (real Unicode)."""
+    try:
+        return payload.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return payload.encode("utf-8", "surrogateescape")
+
+
+def _b64_fix(data: bytes) -> bytes:
+    data = re.sub(rb"[^A-Za-z0-9+/=]", b"", data)
+    body = data.rstrip(b"=")
+    return body + b"=" * (-len(body) % 4)
+
+
+def text_of(part: Message, limits: ParseLimits, defects: Defects, max_bytes: int | None = None) -> str:
+    data = decoded(part, limits, defects)
+    if max_bytes is not None:
+        data = data[:max_bytes]
+    charset = (param(part, "charset") or "utf-8").strip().strip('"').lower() or "utf-8"
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:
+        defects.add(f"unknown charset {charset[:40]!r}: decoded as UTF-8")
+        return data.decode("utf-8", "replace")
+
+
+def enclosed_message(part: Message, limits: ParseLimits, defects: Defects) -> Message | None:
+    """The message inside a message/rfc822 (or message/global) part, decoding a (non-standard) CTE."""
+    payload = part.get_payload()
+    inner: Message | None = None
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        inner = payload[0]
+    elif isinstance(payload, str):
+        data = decoded(part, limits, defects)
+        return email.message_from_bytes(data, policy=email.policy.compat32) if data.strip() else None
+    if inner is None:
+        return None
+    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if cte in ("base64", "quoted-printable") and not inner.keys():
+        defects.add(f"{content_type(part)} part with Content-Transfer-Encoding {cte}: decoded")
+        body = inner.get_payload()
+        if isinstance(body, str):
+            data = _to_bytes(body)
+            try:
+                data = base64.b64decode(_b64_fix(data)) if cte == "base64" else quopri.decodestring(data)
+            except (binascii.Error, ValueError):
+                return None
+            return email.message_from_bytes(data[: limits.max_decoded_bytes], policy=email.policy.compat32)
+    return inner
+
+
+def message_bytes(msg: Message) -> bytes:
+    """Serialised bytes of a (sub)message, for hashing and evidence; never raises."""
+    try:
+        return msg.as_bytes(policy=email.policy.compat32)
+    except Exception:
+        try:
+            return msg.as_string().encode("utf-8", "surrogateescape")
+        except Exception:
+            return b""

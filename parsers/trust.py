@@ -1,0 +1,118 @@
+"""Which `Received` hops are inside the recipient's network (trusted) and which IP ranges are Microsoft's."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+from parsers.received import Hop, IPAddress
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+NON_GLOBAL = "non-global address"
+
+
+def load_networks(name: str) -> tuple[Network, ...]:
+    """Read a CIDR table shipped in `parsers/data`."""
+    text = resources.files("parsers").joinpath("data", name).read_text(encoding="utf-8")
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(ipaddress.ip_network(line))
+    return tuple(out)
+
+
+@cache
+def microsoft_outbound() -> tuple[Network, ...]:
+    return load_networks("microsoft_outbound.txt")
+
+
+@cache
+def microsoft_internal() -> tuple[Network, ...]:
+    return load_networks("microsoft_internal.txt")
+
+
+def in_networks(ip: IPAddress | None, networks: Iterable[Network]) -> bool:
+    if ip is None:
+        return False
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def is_microsoft_outbound(ip: IPAddress | None) -> bool:
+    return in_networks(ip, microsoft_outbound())
+
+
+_MS_INTERNAL_HOST = re.compile(
+    r"\.(?:prod\.outlook\.com|outlook\.office365\.com|prod\.protection\.outlook\.com|"
+    r"prod\.exchangelabs\.com)$",
+    re.IGNORECASE,
+)
+# The EOP front end that accepts mail from the Internet for a Microsoft-hosted mailbox.
+_EOP_FRONT_END = re.compile(
+    r"(?:\.mail\.protection\.outlook\.com|FT\d+\.eop-[a-z0-9-]+\.prod\.protection\.outlook\.com|"
+    r"\.mail\.eo\.outlook\.com)$",
+    re.IGNORECASE,
+)
+
+
+def is_microsoft_host(host: str | None) -> bool:
+    return bool(host and (_MS_INTERNAL_HOST.search(host) or _EOP_FRONT_END.search(host)))
+
+
+def is_eop_front_end(host: str | None) -> bool:
+    return bool(host and _EOP_FRONT_END.search(host))
+
+
+def is_microsoft_internal_hop(hop: Hop) -> bool:
+    """A hop between Exchange Online servers of the recipient's own mailbox."""
+    if not is_microsoft_host(hop.by_host):
+        return False
+    if is_eop_front_end(hop.by_host) and hop.from_ip is not None and hop.from_ip.is_global:
+        # The EOP front end accepting from outside Microsoft's internal links is the boundary.
+        if not in_networks(hop.from_ip, microsoft_internal()) or is_microsoft_outbound(hop.from_ip):
+            return False
+    if hop.protocol and hop.protocol.lower() in ("mapi", "https"):
+        return True
+    if hop.via and "frontend transport" in hop.via.lower():
+        return True
+    if hop.from_ip is None:
+        return is_microsoft_host(hop.from_host)
+    if not hop.from_ip.is_global:
+        return True
+    # 2a01:111::/32 holds both internal links and the shared outbound ranges: outbound is a boundary.
+    return in_networks(hop.from_ip, microsoft_internal()) and not is_microsoft_outbound(hop.from_ip)
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """What counts as the recipient's own network when walking `Received` headers."""
+
+    trusted_networks: tuple[Network, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_cidrs(cls, cidrs: Iterable[str]) -> TrustPolicy:
+        """Raises ValueError naming the bad CIDR."""
+        nets = []
+        for cidr in cidrs:
+            try:
+                nets.append(ipaddress.ip_network(cidr.strip(), strict=False))
+            except ValueError as exc:
+                raise ValueError(f"not a network: {cidr!r}") from exc
+        return cls(tuple(nets))
+
+    def trust_reason(self, hop: Hop) -> str | None:
+        """Why the hop is inside the recipient's network, or None when it is not."""
+        ip = hop.from_ip
+        if ip is None:
+            return "no connecting IP (local delivery)"
+        if not ip.is_global:
+            return NON_GLOBAL
+        if hop.authenticated:
+            return f"authenticated submission (with {hop.protocol})"
+        if in_networks(ip, self.trusted_networks):
+            return "operator-trusted network"
+        return None

@@ -1,0 +1,54 @@
+"""URLs in mail bodies and their registrable domains (bundled public suffix list, no network)."""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+import tldextract
+
+from schemas import Url
+
+_URL = re.compile(r"""(?i)\b(?:https?|hxxps?)://[^\s"'<>()\[\]{}\\^`|]{1,2000}""")
+# The snapshot bundled with tldextract; `suffix_list_urls=()` keeps every lookup offline.
+_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+@lru_cache(maxsize=16384)
+def registrable_domain(host: str) -> str | None:
+    host = host.strip(".").lower()
+    if not host or host.replace(".", "").isdigit() or ":" in host:
+        return None
+    parts = _EXTRACT(host)
+    if not parts.domain or not parts.suffix:
+        return None
+    return f"{parts.domain}.{parts.suffix}"
+
+
+def extract_urls(text: str, *, limit: int, seen: dict[str, Url]) -> None:
+    """Add the URLs found in `text` to `seen` (keyed by URL, insertion-ordered) up to `limit`."""
+    if "://" not in text:
+        return
+    for match in _URL.finditer(text):
+        if len(seen) >= limit:
+            return
+        raw = html.unescape(match.group(0)).rstrip(".,;:!?'\"")
+        if raw in seen:
+            continue
+        seen[raw] = make_url(raw)
+
+
+def make_url(raw: str) -> Url:
+    host: str | None
+    try:
+        host = urlsplit(raw.replace("hxxp", "http", 1)).hostname
+    except ValueError:
+        host = None
+    if host:
+        try:
+            host = host.encode("idna").decode("ascii") if not host.isascii() else host
+        except UnicodeError:
+            pass
+    return Url(url=raw[:2000], host=host, registrable_domain=registrable_domain(host) if host else None)
