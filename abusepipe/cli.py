@@ -69,7 +69,9 @@ def _cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{label}: rejected: cannot read: {exc.strerror or exc}", file=sys.stderr)
             continue
         try:
-            reports = parse_message(raw, received_at=datetime.now(UTC), trap=args.trap, trust=trust, limits=limits)
+            reports = parse_message(
+                raw, received_at=datetime.now(UTC), trap=args.trap, trust=trust, limits=limits
+            )
         except ReportRejected as exc:
             rejected += 1
             print(f"{label}: rejected: {exc.reason}", file=sys.stderr)
@@ -96,7 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, settings)
     except ValidationError as exc:
         first = exc.errors()[0]
-        print(f"abusepipe: error: setting {first['loc'][0] if first['loc'] else ''}: {first['msg']}", file=sys.stderr)
+        print(
+            f"abusepipe: error: setting {first['loc'][0] if first['loc'] else ''}: {first['msg']}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except AbusepipeError as exc:
         print(f"abusepipe: error: {exc}", file=sys.stderr)

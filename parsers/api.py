@@ -9,8 +9,8 @@ from parsers.context import ParseContext
 from parsers.headers import Defects, HeaderIndex
 from parsers.limits import DEFAULT_LIMITS, ParseLimits
 from parsers.mime import content_type, load, normalise_bytes
-from parsers.msg import MsgError, is_msg, msg_to_message
 from parsers.ms_submission import is_admin_result
+from parsers.msg import MsgError, is_msg, msg_to_message
 from parsers.original import ReportedMessage, make_report, trap_reporter
 from parsers.registry import FORMAT_PARSERS
 from parsers.trust import TrustPolicy
@@ -68,7 +68,13 @@ def _parse(
     if not headers.order:
         raise ReportRejected("no mail headers: not an e-mail message")
     ctx = ParseContext(
-        raw=raw, msg=msg, headers=headers, limits=limits, trust=trust, received_at=received_at, trap=trap,
+        raw=raw,
+        msg=msg,
+        headers=headers,
+        limits=limits,
+        trust=trust,
+        received_at=received_at,
+        trap=trap,
         defects=defects,
     )
     if trap:
@@ -76,7 +82,9 @@ def _parse(
     if is_msg(raw):
         return [_saved_message(ctx)]
     if is_admin_result(headers):
-        raise ReportRejected("Microsoft submission result mail (submissions@messaging.microsoft.com), not a report")
+        raise ReportRejected(
+            "Microsoft submission result mail (submissions@messaging.microsoft.com), not a report"
+        )
     for parser in FORMAT_PARSERS.values():
         if parser.detect(ctx):
             reports = parser.parse(ctx)
@@ -95,7 +103,12 @@ def _parse(
 def _trap(ctx: ParseContext) -> AbuseReport:
     reported = ReportedMessage(headers=ctx.headers, msg=ctx.msg)
     return make_report(
-        ctx, index=0, format="trap", feedback_type="abuse", reporter=trap_reporter(ctx.headers), reported=reported
+        ctx,
+        index=0,
+        format="trap",
+        feedback_type="abuse",
+        reporter=trap_reporter(ctx.headers),
+        reported=reported,
     )
 
 

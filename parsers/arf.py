@@ -12,11 +12,12 @@ from email.message import Message
 
 from parsers.attribution import StatedSource
 from parsers.context import ParseContext
-from parsers.fields import every, first, parse_fields
+from parsers.fields import first, parse_fields
 from parsers.headers import HeaderIndex
 from parsers.mime import content_type, enclosed_message, leaves, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
+from parsers.vocabulary import feedback_type_for
 from schemas import AbuseReport, FeedbackFields
 
 FORMAT = "arf"
@@ -29,7 +30,12 @@ ORIGINAL_TYPES = (
     "message/rfc822-headers",
     "message/global-headers",
 )
-HEADERS_ONLY_TYPES = ("text/rfc822-headers", "text/rfc822-header", "message/rfc822-headers", "message/global-headers")
+HEADERS_ONLY_TYPES = (
+    "text/rfc822-headers",
+    "text/rfc822-header",
+    "message/rfc822-headers",
+    "message/global-headers",
+)
 FEEDBACK_TYPES = {
     "abuse": "abuse",
     "fraud": "fraud",
@@ -62,8 +68,19 @@ _MAPPED = {
     "spf-dns": "spf_dns",
     "identity-alignment": "identity_alignment",
 }
-_LISTS = {"original-rcpt-to": "original_rcpt_to", "reported-domain": "reported_domain", "reported-uri": "reported_uri"}
-_IGNORED = {"feedback-type", "source-ip", "incidents", "content-type", "mime-version", "content-transfer-encoding"}
+_LISTS = {
+    "original-rcpt-to": "original_rcpt_to",
+    "reported-domain": "reported_domain",
+    "reported-uri": "reported_uri",
+}
+_IGNORED = {
+    "feedback-type",
+    "source-ip",
+    "incidents",
+    "content-type",
+    "mime-version",
+    "content-transfer-encoding",
+}
 
 
 def _feedback_part(msg: Message, ctx: ParseContext) -> tuple[int, Message, str] | None:
@@ -184,7 +201,7 @@ def _feedback_fields(fields: list[tuple[str, str]], defects: list[str]) -> Feedb
         values["source_ip"] = source_ip.split()[0][:100]
     if "version" not in values and fields:
         defects.append("ARF Version field missing")
-    return FeedbackFields(**values, extra=extra)  # type: ignore[arg-type]
+    return FeedbackFields.model_validate({**values, "extra": extra})
 
 
 def _original(candidates: list[Message], ctx: ParseContext, defects: list[str]) -> ReportedMessage | None:
@@ -218,10 +235,10 @@ def parse_fields_raw(text: str) -> list[tuple[str, str]]:
     return parse_fields(text, limit=1000)
 
 
-def _xarf_v4(parts: list[Message], ctx: ParseContext, defects: list[str]) -> tuple[str, dict[str, str | None]]:
+def _xarf_v4(
+    parts: list[Message], ctx: ParseContext, defects: list[str]
+) -> tuple[str, dict[str, str | None]]:
     """X-ARF v4: ARF with `Feedback-Type: xarf` and the report as a JSON part."""
-    from parsers.xarf import feedback_type_for
-
     for part in parts:
         if content_type(part) not in ("application/json", "text/json"):
             continue

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from parsers.headers import Defects, HeaderIndex
 from parsers.microsoft import NULL_CIP, connector_attribution, is_guid, microsoft_stamped_sender_ips, verdicts
 from parsers.received import Hop, IPAddress, parse_ip, parse_received
-from parsers.trust import NON_GLOBAL, TrustPolicy, is_microsoft_host, is_microsoft_internal_hop, is_microsoft_outbound
+from parsers.trust import (
+    NON_GLOBAL,
+    TrustPolicy,
+    is_microsoft_host,
+    is_microsoft_internal_hop,
+    is_microsoft_outbound,
+)
 from schemas import Evidence, ReceivedHop, Source
 
 MAX_HOPS = 60
@@ -101,7 +107,9 @@ def attribute(
         handoff_ip = hop.from_ip
         helo, rdns = hop.from_host, hop.rdns
         method = "received-walk" if walk.handoff is not None else "received-walk-reserved"
-        evidence.append(Evidence(field="source.handoff_ip", value=str(handoff_ip), method=method, detail=hop.raw[:300]))
+        evidence.append(
+            Evidence(field="source.handoff_ip", value=str(handoff_ip), method=method, detail=hop.raw[:300])
+        )
     elif walk.microsoft_mailbox or "x-forefront-antispam-report" in headers:
         stamped = microsoft_stamped_sender_ips(headers)
         for value, header in stamped:
@@ -109,7 +117,12 @@ def attribute(
             if ip is not None:
                 handoff_ip = ip
                 evidence.append(
-                    Evidence(field="source.handoff_ip", value=str(ip), method="eop-stamped-sender-ip", detail=header)
+                    Evidence(
+                        field="source.handoff_ip",
+                        value=str(ip),
+                        method="eop-stamped-sender-ip",
+                        detail=header,
+                    )
                 )
                 walk.microsoft_mailbox = True
                 break
@@ -120,7 +133,9 @@ def attribute(
     source_ip: IPAddress | None = handoff_ip
     if stated is not None:
         source_ip = stated.ip
-        evidence.append(Evidence(field="source.ip", value=str(stated.ip), method=stated.method, detail=stated.detail))
+        evidence.append(
+            Evidence(field="source.ip", value=str(stated.ip), method=stated.method, detail=stated.detail)
+        )
         evidence.append(_cross_check_stated(stated.ip, hops, handoff_ip))
         if handoff_ip is None:
             handoff_ip = stated.ip
@@ -139,7 +154,10 @@ def attribute(
             )
         )
         origin, tenant_id, tenant_domain = _exchange_online(
-            headers, left_microsoft=not walk.microsoft_mailbox, evidence=evidence, dkim_domains=dkim_domains or []
+            headers,
+            left_microsoft=not walk.microsoft_mailbox,
+            evidence=evidence,
+            dkim_domains=dkim_domains or [],
         )
         if origin is not None:
             source_ip = origin
@@ -185,11 +203,19 @@ def _hints(hops: list[Hop], handoff_index: int | None) -> list[str]:
 
 def _cross_check_stated(stated: IPAddress, hops: list[Hop], handoff: IPAddress | None) -> Evidence:
     if handoff is not None and stated == handoff:
-        return Evidence(field="source.ip", value=str(stated), method="cross-check", detail="equals the Received handoff IP")
+        return Evidence(
+            field="source.ip",
+            value=str(stated),
+            method="cross-check",
+            detail="equals the Received handoff IP",
+        )
     for index, hop in enumerate(hops):
         if hop.from_ip == stated:
             return Evidence(
-                field="source.ip", value=str(stated), method="cross-check", detail=f"seen in Received hop {index + 1}"
+                field="source.ip",
+                value=str(stated),
+                method="cross-check",
+                detail=f"seen in Received hop {index + 1}",
             )
     return Evidence(
         field="source.ip",
@@ -199,14 +225,21 @@ def _cross_check_stated(stated: IPAddress, hops: list[Hop], handoff: IPAddress |
     )
 
 
-def _cross_check_eop(headers: HeaderIndex, handoff: IPAddress, evidence: list[Evidence], defects: Defects) -> None:
+def _cross_check_eop(
+    headers: HeaderIndex, handoff: IPAddress, evidence: list[Evidence], defects: Defects
+) -> None:
     for value, header in microsoft_stamped_sender_ips(headers):
         ip = parse_ip(value)
         if ip is None:
             continue
         if ip == handoff:
             evidence.append(
-                Evidence(field="source.handoff_ip", value=str(ip), method="eop-cross-check", detail=f"{header} agrees")
+                Evidence(
+                    field="source.handoff_ip",
+                    value=str(ip),
+                    method="eop-cross-check",
+                    detail=f"{header} agrees",
+                )
             )
         else:
             defects.add(f"{header} names {ip} but the Received boundary is {handoff}")
@@ -223,12 +256,22 @@ def _exchange_online(
     if connector is not None:
         tenant_id = connector.tenant_id
         evidence.append(
-            Evidence(field="source.tenant_id", value=tenant_id, method="exo-connector-header", detail=connector.raw[:300])
+            Evidence(
+                field="source.tenant_id",
+                value=tenant_id,
+                method="exo-connector-header",
+                detail=connector.raw[:300],
+            )
         )
         if connector.ip is not None and connector.ip.is_global:
             origin = connector.ip
             evidence.append(
-                Evidence(field="source.ip", value=str(origin), method="exo-connector-header", detail=connector.raw[:300])
+                Evidence(
+                    field="source.ip",
+                    value=str(origin),
+                    method="exo-connector-header",
+                    detail=connector.raw[:300],
+                )
             )
 
     if tenant_id is None and left_microsoft:
@@ -238,14 +281,18 @@ def _exchange_online(
             assert crosstenant is not None
             tenant_id = crosstenant.strip().lower()
             evidence.append(
-                Evidence(field="source.tenant_id", value=tenant_id, method="exo-crosstenant-id", detail=crosstenant)
+                Evidence(
+                    field="source.tenant_id", value=tenant_id, method="exo-crosstenant-id", detail=crosstenant
+                )
             )
     if left_microsoft:
         org = headers.get("x-originatororg")
         if org:
             tenant_domain = org.strip().lower()[:255]
             evidence.append(
-                Evidence(field="source.tenant_domain", value=tenant_domain, method="exo-originatororg", detail=org)
+                Evidence(
+                    field="source.tenant_domain", value=tenant_domain, method="exo-originatororg", detail=org
+                )
             )
 
     for verdict in verdicts(headers):
@@ -257,7 +304,7 @@ def _exchange_online(
                     field="source.ip",
                     value=NULL_CIP,
                     method="exo-sender-verdict",
-                    detail=f"{verdict.header}: CIP {NULL_CIP}, an authenticated mailbox: the tenant is the source",
+                    detail=f"{verdict.header}: CIP {NULL_CIP}, an authenticated mailbox of the tenant",
                 )
             )
             break
@@ -265,7 +312,12 @@ def _exchange_online(
         if cip is not None and cip.is_global and origin is None:
             origin = cip
             evidence.append(
-                Evidence(field="source.ip", value=str(cip), method="exo-sender-verdict", detail=f"{verdict.header} CIP")
+                Evidence(
+                    field="source.ip",
+                    value=str(cip),
+                    method="exo-sender-verdict",
+                    detail=f"{verdict.header} CIP",
+                )
             )
         break
 
@@ -274,7 +326,12 @@ def _exchange_online(
             if tenant_domain is None or not tenant_domain.endswith(".onmicrosoft.com"):
                 tenant_domain = domain
             evidence.append(
-                Evidence(field="source.tenant_domain", value=domain, method="exo-onmicrosoft-dkim", detail=f"d={domain}")
+                Evidence(
+                    field="source.tenant_domain",
+                    value=domain,
+                    method="exo-onmicrosoft-dkim",
+                    detail=f"d={domain}",
+                )
             )
             break
     return origin, tenant_id, tenant_domain

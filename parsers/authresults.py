@@ -11,8 +11,22 @@ from schemas import AuthResult
 
 _METHOD = re.compile(r"(?:^|[;\s])([a-z][a-z0-9_-]*)\s*=\s*([a-z0-9_-]+)", re.IGNORECASE)
 _COMMENT = re.compile(r"\([^()]*\)")
-_PROPS = re.compile(r"(smtp\.mailfrom|smtp\.helo|header\.d|header\.i|header\.from)\s*=\s*([^\s;]+)", re.IGNORECASE)
-_KNOWN = {"spf", "dkim", "dmarc", "arc", "compauth", "iprev", "auth", "bimi", "dkim-atps", "domainkeys", "sender-id"}
+_PROPS = re.compile(
+    r"(smtp\.mailfrom|smtp\.helo|header\.d|header\.i|header\.from)\s*=\s*([^\s;]+)", re.IGNORECASE
+)
+_KNOWN = {
+    "spf",
+    "dkim",
+    "dmarc",
+    "arc",
+    "compauth",
+    "iprev",
+    "auth",
+    "bimi",
+    "dkim-atps",
+    "domainkeys",
+    "sender-id",
+}
 _DKIM_D = re.compile(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.IGNORECASE)
 _SPF_RESULT = re.compile(r"^\s*([a-z]+)", re.IGNORECASE)
 
@@ -41,7 +55,11 @@ def parse_authentication_results(value: str, limit: int = 20) -> list[AuthResult
             reason = reason_match.group(1).strip()[:100]
         out.append(
             AuthResult(
-                method=method, result=match.group(2).lower(), domain=domain, reason=reason, authserv_id=authserv
+                method=method,
+                result=match.group(2).lower(),
+                domain=domain,
+                reason=reason,
+                authserv_id=authserv,
             )
         )
         if len(out) >= limit:

@@ -14,7 +14,9 @@ from schemas import AbuseReport, FeedbackFields
 
 FORMAT = "dmarc-text"
 _SUBJECT = re.compile(r"\bDMARC\b.*\b(forensic|failure)\b", re.IGNORECASE)
-_SENDER_IP = re.compile(r"^\s*(?:Sender IP Address|Source IP)\s*:\s*([0-9A-Fa-f:.]+)", re.IGNORECASE | re.MULTILINE)
+_SENDER_IP = re.compile(
+    r"^\s*(?:Sender IP Address|Source IP)\s*:\s*([0-9A-Fa-f:.]+)", re.IGNORECASE | re.MULTILINE
+)
 _SENDER_DOMAIN = re.compile(r"^\s*Sender Domain\s*:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 _HEADERS_MARK = re.compile(r"^-{3,}.*copy of the headers.*$", re.IGNORECASE | re.MULTILINE)
 

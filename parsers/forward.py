@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from email.message import Message
 
 from parsers.attached import attached_messages, innermost
 from parsers.context import ParseContext
@@ -17,7 +18,9 @@ INLINE_FORMAT = "forward-inline"
 
 _FROM_LABELS = "from|von|de|da|van|från|fra|od|от|feladó|lähettäjä"
 _SUBJECT_LABELS = "subject|betreff|objet|asunto|oggetto|onderwerp|assunto|ämne|emne|temat|тема|tárgy|aihe"
-_DATE_LABELS = "date|sent|datum|gesendet|envoyé|enviado|fecha|data|inviato|verzonden|skickat|sendt|wysłano|дата"
+_DATE_LABELS = (
+    "date|sent|datum|gesendet|envoyé|enviado|fecha|data|inviato|verzonden|skickat|sendt|wysłano|дата"
+)
 _TO_LABELS = "to|an|à|a|para|aan|till|til|do|кому|címzett|vastaanottaja"
 _LABEL = re.compile(
     rf"^[ \t>]*\**[ \t]*(?P<label>{_FROM_LABELS}|{_SUBJECT_LABELS}|{_DATE_LABELS}|{_TO_LABELS}|cc|reply-to)"
@@ -91,7 +94,7 @@ def parse_attachment(ctx: ParseContext) -> list[AbuseReport]:
 
 def _is_report_safe(ctx: ParseContext) -> bool:
     for part in ctx.msg.get_payload() if ctx.msg.is_multipart() else []:
-        if param(part, "x-spam-type") == "original":
+        if isinstance(part, Message) and param(part, "x-spam-type") == "original":
             return True
     return False
 

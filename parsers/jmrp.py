@@ -63,7 +63,17 @@ def parse(ctx: ParseContext) -> list[AbuseReport]:
         start = next(i for i, (name, _) in enumerate(order) if name == MARKER)
         inner_headers = HeaderIndex(order[start:])
         reported = ReportedMessage(headers=inner_headers, msg=ctx.msg)
-        reports.append(_report(ctx, 0, reporter, reported, stated, inner_headers, ["JMRP unwrapped form"]))
+        reports.append(
+            _report(
+                ctx,
+                0,
+                reporter=reporter,
+                reported=reported,
+                stated=stated,
+                headers=inner_headers,
+                defects=["JMRP unwrapped form"],
+            )
+        )
         return reports
     for part in _wrapped(ctx)[: ctx.limits.max_reports]:
         inner = enclosed_message(part, ctx.limits, ctx.defects)
@@ -71,15 +81,36 @@ def parse(ctx: ParseContext) -> list[AbuseReport]:
             continue
         headers = HeaderIndex.of(inner, ctx.defects)
         reported = ReportedMessage(headers=headers, msg=inner)
-        reports.append(_report(ctx, len(reports), reporter, reported, stated, headers, []))
+        reports.append(
+            _report(
+                ctx,
+                len(reports),
+                reporter=reporter,
+                reported=reported,
+                stated=stated,
+                headers=headers,
+                defects=[],
+            )
+        )
     if not reports:
-        reports.append(_report(ctx, 0, reporter, None, stated, HeaderIndex(()), ["JMRP complaint without the original"]))
+        reports.append(
+            _report(
+                ctx,
+                0,
+                reporter=reporter,
+                reported=None,
+                stated=stated,
+                headers=HeaderIndex(()),
+                defects=["JMRP complaint without the original"],
+            )
+        )
     return reports
 
 
 def _report(
     ctx: ParseContext,
     index: int,
+    *,
     reporter: Reporter,
     reported: ReportedMessage | None,
     stated: StatedSource | None,
@@ -89,7 +120,9 @@ def _report(
     rcpt = headers.get(MARKER)
     feedback = FeedbackFields(
         original_rcpt_to=[rcpt] if rcpt else [],
-        extra={k: v for k in ("x-sid-pra", "x-auth-result", "x-message-status") if (v := headers.get(k) or "")},
+        extra={
+            k: v for k in ("x-sid-pra", "x-auth-result", "x-message-status") if (v := headers.get(k) or "")
+        },
     )
     return make_report(
         ctx,

@@ -6,13 +6,14 @@ import base64
 import binascii
 import email
 import email.policy
+import email.utils
 import quopri
 import re
 from collections.abc import Iterator
 from email.message import Message
 
 from abusepipe.errors import LimitExceeded
-from parsers.headers import Defects
+from parsers.headers import Defects, decode_words
 from parsers.limits import ParseLimits
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -64,7 +65,7 @@ def param(part: Message, name: str, header: str = "content-type") -> str | None:
     if value is None or isinstance(value, str):
         return value
     try:
-        return email.utils.collapse_rfc2231_value(value)
+        return str(email.utils.collapse_rfc2231_value(value))
     except Exception:
         return None
 
@@ -78,12 +79,12 @@ def filename(part: Message) -> str | None:
         name = param(part, "name")
     if name is None:
         return None
-    from parsers.headers import decode_words
-
     return (decode_words(str(name)) or "").strip()[:255] or None
 
 
-def walk(msg: Message, limits: ParseLimits, defects: Defects, *, depth: int = 0) -> Iterator[tuple[Message, int]]:
+def walk(
+    msg: Message, limits: ParseLimits, defects: Defects, *, depth: int = 0
+) -> Iterator[tuple[Message, int]]:
     """Parts in document order with their nesting depth, without descending into enclosed messages."""
     count = 0
     stack: list[tuple[Message, int]] = [(msg, depth)]
@@ -177,6 +178,7 @@ def enclosed_message(part: Message, limits: ParseLimits, defects: Defects) -> Me
         return email.message_from_bytes(data, policy=email.policy.compat32) if data.strip() else None
     if inner is None:
         return None
+    inner = rejoin_split_headers(inner, defects)
     cte = str(part.get("content-transfer-encoding", "")).strip().lower()
     if cte in ("base64", "quoted-printable") and not inner.keys():
         defects.add(f"{content_type(part)} part with Content-Transfer-Encoding {cte}: decoded")
@@ -189,6 +191,27 @@ def enclosed_message(part: Message, limits: ParseLimits, defects: Defects) -> Me
                 return None
             return email.message_from_bytes(data[: limits.max_decoded_bytes], policy=email.policy.compat32)
     return inner
+
+
+_HEADER_LINE = re.compile(
+    r"(to|cc|subject|message-id|date|mime-version|content-type|content-transfer-encoding|from|received|"
+    r"reply-to|return-path|x-[a-z0-9-]+)[ \t]*:",
+    re.IGNORECASE,
+)
+
+
+def rejoin_split_headers(msg: Message, defects: Defects) -> Message:
+    """Undo a stray blank line inside a header block (seen in real reports): the body starts with headers."""
+    body = msg.get_payload()
+    if not isinstance(body, str) or msg.is_multipart():
+        return msg
+    lines = body.lstrip("\r\n").splitlines()[:3]
+    if len(lines) < 2 or not all(_HEADER_LINE.match(line) for line in lines[:2]):
+        return msg
+    head = "".join(f"{k}: {v}\n" for k, v in msg.raw_items())
+    defects.add("blank line inside the header block of the enclosed message: headers rejoined")
+    data = (head + body.lstrip("\r\n")).encode("utf-8", "surrogateescape")
+    return email.message_from_bytes(data, policy=email.policy.compat32)
 
 
 def message_bytes(msg: Message) -> bytes:

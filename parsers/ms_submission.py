@@ -56,7 +56,10 @@ def parse(ctx: ParseContext) -> list[AbuseReport]:
         fields = subject.strip().split("|", 4)
         if len(fields) == 5:
             _, network_id, sender_ip, from_address, rest = fields
-            extra = {"network-message-id": network_id.strip()[:100], "from-address": from_address.strip()[:320]}
+            extra = {
+                "network-message-id": network_id.strip()[:100],
+                "from-address": from_address.strip()[:320],
+            }
             ip = parse_ip(sender_ip)
             if ip is not None:
                 stated = StatedSource(ip, "ms-submission-sender-ip", f"subject SenderIp {sender_ip.strip()}")

@@ -66,7 +66,7 @@ def _read(ole: olefile.OleFileIO, prefix: list[str], prop: str, limits: ParseLim
             size = ole.get_size("/".join(path))
             if size > limits.max_decoded_bytes:
                 return None
-            raw = ole.openstream(path).read()
+            raw: bytes = ole.openstream(path).read()
             if kind == "unicode":
                 return raw.decode("utf-16-le", "replace").rstrip("\x00")
             if kind == "ansi":
@@ -82,7 +82,9 @@ def _text(ole: olefile.OleFileIO, prefix: list[str], prop: str, limits: ParseLim
     return value
 
 
-def _convert(ole: olefile.OleFileIO, prefix: list[str], limits: ParseLimits, defects: Defects, depth: int) -> Message:
+def _convert(
+    ole: olefile.OleFileIO, prefix: list[str], limits: ParseLimits, defects: Defects, depth: int
+) -> Message:
     outer = MIMEMultipart("mixed")
     del outer["MIME-Version"]
     headers_text = _text(ole, prefix, TRANSPORT_HEADERS, limits)
@@ -95,12 +97,12 @@ def _convert(ole: olefile.OleFileIO, prefix: list[str], limits: ParseLimits, def
         defects.add("Outlook .msg without transport headers: no Received chain")
         subject = _text(ole, prefix, SUBJECT, limits)
         sender = _text(ole, prefix, SENDER_SMTP, limits) or _text(ole, prefix, SENDER_EMAIL, limits)
-        name = _text(ole, prefix, SENDER_NAME, limits)
+        display = _text(ole, prefix, SENDER_NAME, limits)
         msgid = _text(ole, prefix, INTERNET_MESSAGE_ID, limits)
         if subject:
             outer["Subject"] = subject
         if sender and "@" in sender:
-            outer["From"] = f'"{name}" <{sender}>' if name else sender
+            outer["From"] = f'"{display}" <{sender}>' if display else sender
         if msgid:
             outer["Message-ID"] = msgid
     outer["MIME-Version"] = "1.0"
@@ -125,7 +127,9 @@ def _convert(ole: olefile.OleFileIO, prefix: list[str], limits: ParseLimits, def
         data = _read(ole, storage, ATTACH_DATA, limits)
         if not isinstance(data, bytes):
             continue
-        filename = _text(ole, storage, ATTACH_LONG_FILENAME, limits) or _text(ole, storage, ATTACH_FILENAME, limits)
+        filename = _text(ole, storage, ATTACH_LONG_FILENAME, limits) or _text(
+            ole, storage, ATTACH_FILENAME, limits
+        )
         mime = _text(ole, storage, ATTACH_MIME, limits) or "application/octet-stream"
         maintype, _, subtype = mime.partition("/")
         part = MIMEApplication(data, _subtype=subtype or "octet-stream")

@@ -12,7 +12,7 @@ from parsers.context import ParseContext
 from parsers.headers import Defects, HeaderIndex, decode_words, domain_of, message_id, parse_address
 from parsers.limits import ParseLimits
 from parsers.microsoft import verdicts
-from parsers.mime import content_type, filename, leaves, message_bytes, text_of, decoded
+from parsers.mime import content_type, decoded, filename, leaves, message_bytes, text_of
 from parsers.urls import extract_urls
 from schemas import AbuseReport, Attachment, AuthResult, Evidence, FeedbackFields, Original, Reporter, Url
 
@@ -95,7 +95,9 @@ def _unique(values: object) -> list[str]:
     return list(out)
 
 
-def _scan_body(msg: Message, limits: ParseLimits, defects: Defects, urls: dict[str, Url], attachments: list[Attachment]) -> None:
+def _scan_body(
+    msg: Message, limits: ParseLimits, defects: Defects, urls: dict[str, Url], attachments: list[Attachment]
+) -> None:
     for part in leaves(msg, limits, defects):
         ctype = content_type(part)
         name = filename(part)
@@ -137,7 +139,11 @@ def make_report(
     if reported is not None:
         original = describe(reported, ctx.limits, defects)
         attribution = attribute(
-            reported.headers, trust=ctx.trust, defects=defects, stated=stated, dkim_domains=original.dkim_domains
+            reported.headers,
+            trust=ctx.trust,
+            defects=defects,
+            stated=stated,
+            dkim_domains=original.dkim_domains,
         )
         original = original.model_copy(update={"received": attribution.hops})
         source = attribution.source

@@ -20,9 +20,9 @@ def load_networks(name: str) -> tuple[Network, ...]:
     text = resources.files("parsers").joinpath("data", name).read_text(encoding="utf-8")
     out = []
     for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            out.append(ipaddress.ip_network(line))
+        cidr = line.split("#", 1)[0].strip()
+        if cidr:
+            out.append(ipaddress.ip_network(cidr))
     return tuple(out)
 
 
@@ -67,14 +67,18 @@ def is_eop_front_end(host: str | None) -> bool:
     return bool(host and _EOP_FRONT_END.search(host))
 
 
+def _is_external(ip: IPAddress | None) -> bool:
+    if ip is None or not ip.is_global:
+        return False
+    return not in_networks(ip, microsoft_internal()) or is_microsoft_outbound(ip)
+
+
 def is_microsoft_internal_hop(hop: Hop) -> bool:
     """A hop between Exchange Online servers of the recipient's own mailbox."""
     if not is_microsoft_host(hop.by_host):
         return False
-    if is_eop_front_end(hop.by_host) and hop.from_ip is not None and hop.from_ip.is_global:
-        # The EOP front end accepting from outside Microsoft's internal links is the boundary.
-        if not in_networks(hop.from_ip, microsoft_internal()) or is_microsoft_outbound(hop.from_ip):
-            return False
+    if is_eop_front_end(hop.by_host) and _is_external(hop.from_ip):
+        return False  # the EOP front end accepting from outside Microsoft's internal links: the boundary
     if hop.protocol and hop.protocol.lower() in ("mapi", "https"):
         return True
     if hop.via and "frontend transport" in hop.via.lower():

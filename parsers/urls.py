@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 from functools import lru_cache
@@ -47,8 +48,6 @@ def make_url(raw: str) -> Url:
     except ValueError:
         host = None
     if host:
-        try:
+        with contextlib.suppress(UnicodeError):
             host = host.encode("idna").decode("ascii") if not host.isascii() else host
-        except UnicodeError:
-            pass
     return Url(url=raw[:2000], host=host, registrable_domain=registrable_domain(host) if host else None)

@@ -7,8 +7,9 @@ fields rather than with a YAML parser.
 from __future__ import annotations
 
 import re
+from email.message import Message
 
-from parsers.arf import ORIGINAL_TYPES, HEADERS_ONLY_TYPES, headers_from_text, reported_from_part
+from parsers.arf import HEADERS_ONLY_TYPES, ORIGINAL_TYPES, headers_from_text, reported_from_part
 from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.fields import first, parse_fields
@@ -16,21 +17,11 @@ from parsers.headers import HeaderIndex, parse_address
 from parsers.mime import content_type, filename, leaves, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
+from parsers.vocabulary import feedback_type_for
 from schemas import AbuseReport, FeedbackFields, Reporter
 
 FORMAT = "xarf"
 _REPORT_LINE = re.compile(r"^(report-type|category|source-type)\s*:", re.IGNORECASE | re.MULTILINE)
-
-
-def feedback_type_for(category: str, report_type: str) -> str:
-    text = f"{category} {report_type}".lower()
-    if any(word in text for word in ("phish", "fraud")):
-        return "fraud"
-    if any(word in text for word in ("malware", "virus", "trojan", "botnet")):
-        return "virus"
-    if any(word in text for word in ("spam", "abuse", "attack", "harvest", "regbot", "login")):
-        return "abuse"
-    return "other"
 
 
 def detect(ctx: ParseContext) -> bool:
@@ -47,7 +38,10 @@ def parse(ctx: ParseContext) -> list[AbuseReport]:
     report_index = None
     fields: list[tuple[str, str]] = []
     for index, part in enumerate(parts):
-        if (filename(part) or "").lower() == "report.txt" or content_type(part) in ("text/yaml", "application/yaml"):
+        if (filename(part) or "").lower() == "report.txt" or content_type(part) in (
+            "text/yaml",
+            "application/yaml",
+        ):
             report_index = index
             break
     if report_index is None:
@@ -109,7 +103,11 @@ _KNOWN = {"category", "report-type", "source", "source-type", "version", "user-a
 
 
 def _evidence(
-    parts: list, report_index: int | None, ctx: ParseContext, defects: list[str], source_url: str | None
+    parts: list[Message],
+    report_index: int | None,
+    ctx: ParseContext,
+    defects: list[str],
+    source_url: str | None,
 ) -> ReportedMessage | None:
     start = (report_index + 1) if report_index is not None else 1
     for part in parts[start:]:

@@ -167,7 +167,7 @@ class FeedbackFields(_Model):
 class AbuseReport(_Model):
     """One normalized abuse report. `abusepipe parse` prints one per line."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     report_id: str = Field(description="contract: deterministic from the input bytes (dedup key)")
     format: str = Field(description="contract: how it arrived (see FORMATS)")
     feedback_type: str = Field(description="contract: abuse, fraud, virus, other, not-spam, ...")
