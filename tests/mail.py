@@ -12,16 +12,24 @@ from email.parser import BytesParser
 from email.policy import compat32
 
 
-def message(headers: list[tuple[str, str]], body: str = "Buy cheap watches at http://spam.example.co.uk/x\n") -> bytes:
+def message(
+    headers: list[tuple[str, str]], body: str = "Buy cheap watches at http://spam.example.co.uk/x\n"
+) -> bytes:
     head = "".join(f"{name}: {value}\r\n" for name, value in headers)
     return (head + "\r\n" + body.replace("\n", "\r\n")).encode("utf-8")
 
 
 JUNK_HEADERS = [
-    ("Received", "from mx.recipient.example (mx.recipient.example [10.0.0.5]) by mbox.recipient.example "
-     "(Postfix) with ESMTP id 1; Mon, 1 Jun 2026 10:00:02 +0000"),
-    ("Received", "from spammer.example (host-8-8-4-4.spam.example [8.8.4.4]) by mx.recipient.example "
-     "(Postfix) with ESMTP id 2; Mon, 1 Jun 2026 10:00:01 +0000"),
+    (
+        "Received",
+        "from mx.recipient.example (mx.recipient.example [10.0.0.5]) by mbox.recipient.example "
+        "(Postfix) with ESMTP id 1; Mon, 1 Jun 2026 10:00:02 +0000",
+    ),
+    (
+        "Received",
+        "from spammer.example (host-8-8-4-4.spam.example [8.8.4.4]) by mx.recipient.example "
+        "(Postfix) with ESMTP id 2; Mon, 1 Jun 2026 10:00:01 +0000",
+    ),
     ("Received", "from forged.example ([1.2.3.4]) by spammer.example; Mon, 1 Jun 2026 09:59:00 +0000"),
     ("From", "Cheap Watches <offers@watches.example.com>"),
     ("To", "victim@recipient.example"),
@@ -37,15 +45,30 @@ def junk(extra: list[tuple[str, str]] | None = None, headers: list[tuple[str, st
     return message([*(extra or []), *(headers if headers is not None else JUNK_HEADERS)])
 
 
-def arf(feedback_type: str, original: bytes, *, fields: list[tuple[str, str]] | None = None,
-        headers_only: bool = False, wrapper: str = "report") -> bytes:
-    outer = MIMEMultipart(wrapper, report_type="feedback-report") if wrapper == "report" else MIMEMultipart(wrapper)
+def arf(
+    feedback_type: str,
+    original: bytes,
+    *,
+    fields: list[tuple[str, str]] | None = None,
+    headers_only: bool = False,
+    wrapper: str = "report",
+) -> bytes:
+    outer = (
+        MIMEMultipart(wrapper, report_type="feedback-report")
+        if wrapper == "report"
+        else MIMEMultipart(wrapper)
+    )
     outer["From"] = "FBL <fbl@isp.example>"
     outer["To"] = "abuse@sender.example"
     outer["Subject"] = "Abuse report"
     outer.attach(MIMEText("This is an email abuse report.\n"))
     report = MIMEBase("message", "feedback-report")
-    lines = [("Feedback-Type", feedback_type), ("User-Agent", "TestFBL/1.0"), ("Version", "1"), *(fields or [])]
+    lines = [
+        ("Feedback-Type", feedback_type),
+        ("User-Agent", "TestFBL/1.0"),
+        ("Version", "1"),
+        *(fields or []),
+    ]
     report.set_payload("".join(f"{k}: {v}\r\n" for k, v in lines))
     outer.attach(report)
     if headers_only:
@@ -56,9 +79,14 @@ def arf(feedback_type: str, original: bytes, *, fields: list[tuple[str, str]] | 
     return outer.as_bytes()
 
 
-def forward(attachments: list[bytes | tuple[str, bytes]], *, subject: str = "Fwd: spam",
-            sender: str = "Alice Reporter <alice@reporter.example>", to: str = "abuse@isp.example",
-            note: str = "Please look at this.\n") -> bytes:
+def forward(
+    attachments: list[bytes | tuple[str, bytes]],
+    *,
+    subject: str = "Fwd: spam",
+    sender: str = "Alice Reporter <alice@reporter.example>",
+    to: str = "abuse@isp.example",
+    note: str = "Please look at this.\n",
+) -> bytes:
     outer = MIMEMultipart("mixed")
     outer["From"] = sender
     outer["To"] = to
@@ -68,7 +96,9 @@ def forward(attachments: list[bytes | tuple[str, bytes]], *, subject: str = "Fwd
     for item in attachments:
         if isinstance(item, tuple):
             name, data = item
-            part = MIMEApplication(data, _subtype="vnd.ms-outlook" if name.endswith(".msg") else "octet-stream")
+            part = MIMEApplication(
+                data, _subtype="vnd.ms-outlook" if name.endswith(".msg") else "octet-stream"
+            )
             part.add_header("Content-Disposition", "attachment", filename=name)
             outer.attach(part)
         else:

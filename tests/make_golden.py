@@ -1,6 +1,6 @@
 """Regenerate tests/golden/*.json from the current parser: review every diff before committing it.
 
-    python -m tests.make_golden
+python -m tests.make_golden
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def main() -> None:
     for path in sorted(SAMPLES.iterdir()):
         if path.suffix not in (".eml", ".msg"):
             continue
-        reports = parse_message(path.read_bytes(), trap=path.name in TRAP, received_at=datetime(2026, 1, 1, tzinfo=UTC))
+        reports = parse_message(
+            path.read_bytes(), trap=path.name in TRAP, received_at=datetime(2026, 1, 1, tzinfo=UTC)
+        )
         expected = {"sample": path.name, "trap": path.name in TRAP, "reports": [pick(r) for r in reports]}
         (GOLDEN / f"{path.stem}.json").write_text(json.dumps(expected, indent=2, ensure_ascii=False) + "\n")
 

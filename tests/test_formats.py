@@ -20,8 +20,16 @@ RECIPIENT_TENANT = "84df9e7f-e9f6-40af-b435-aaaaaaaaaaaa"
 
 @pytest.mark.parametrize(
     ("arf_type", "expected"),
-    [("abuse", "abuse"), ("fraud", "fraud"), ("virus", "virus"), ("other", "other"), ("not-spam", "not-spam"),
-     ("opt-out", "opt-out"), ("Abuse", "abuse"), ("something-new", "other")],
+    [
+        ("abuse", "abuse"),
+        ("fraud", "fraud"),
+        ("virus", "virus"),
+        ("other", "other"),
+        ("not-spam", "not-spam"),
+        ("opt-out", "opt-out"),
+        ("Abuse", "abuse"),
+        ("something-new", "other"),
+    ],
 )
 def test_arf_feedback_types(arf_type: str, expected: str) -> None:
     report = one(arf(arf_type, junk(), fields=[("Source-IP", "8.8.4.4")]))
@@ -66,10 +74,19 @@ def test_arf_missing_feedback_type_is_a_defect_not_a_failure() -> None:
 
 
 def test_spf_auth_failure() -> None:
-    raw = arf("auth-failure", junk(), headers_only=True, fields=[
-        ("Auth-Failure", "spf"), ("SPF-DNS", "txt : watches.example.com : v=spf1 -all"),
-        ("Source-IP", "8.8.4.4"), ("Reported-Domain", "watches.example.com"), ("Delivery-Result", "reject"),
-        ("Identity-Alignment", "none")])
+    raw = arf(
+        "auth-failure",
+        junk(),
+        headers_only=True,
+        fields=[
+            ("Auth-Failure", "spf"),
+            ("SPF-DNS", "txt : watches.example.com : v=spf1 -all"),
+            ("Source-IP", "8.8.4.4"),
+            ("Reported-Domain", "watches.example.com"),
+            ("Delivery-Result", "reject"),
+            ("Identity-Alignment", "none"),
+        ],
+    )
     report = one(raw)
     assert report.feedback_type == "auth-failure"
     assert report.feedback is not None
@@ -81,8 +98,12 @@ def test_spf_auth_failure() -> None:
 
 def test_xarf_v4_json() -> None:
     raw = arf("xarf", junk())
-    payload = json.dumps({"Version": "4", "Report": {"ReportClass": "Content", "ReportType": "Phishing",
-                                                     "SourceIp": "8.8.4.4"}})
+    payload = json.dumps(
+        {
+            "Version": "4",
+            "Report": {"ReportClass": "Content", "ReportType": "Phishing", "SourceIp": "8.8.4.4"},
+        }
+    )
     raw = raw.replace(b"This is an email abuse report.", b"see json")
     from email import message_from_bytes
     from email.mime.application import MIMEApplication
@@ -111,34 +132,58 @@ def test_jmrp_wrapped_uses_subject_ip() -> None:
 def _exo_junk(*extra: tuple[str, str]) -> bytes:
     """Junk received into a Microsoft-hosted mailbox from another tenant via EOP."""
     headers = [
-        ("Received", "from SJ2P.NAMP223.PROD.OUTLOOK.COM (2603:10b6:a03:58f::17) by LV3P.NAMP223.PROD.OUTLOOK.COM "
-         "with HTTPS; Sat, 28 Oct 2023 13:30:18 +0000"),
-        ("Received", "from CO1NAM11FT004.eop-nam11.prod.protection.outlook.com (2603:10b6:a03:39c:cafe::25) by "
-         "SJ0PR03CA0335.outlook.office365.com (2603:10b6:a03:39c::10) with Microsoft SMTP Server id 15.20 via "
-         "Frontend Transport; Sat, 28 Oct 2023 13:30:17 +0000"),
-        ("Authentication-Results", "spf=fail (sender IP is 40.95.78.166) smtp.helo=x.outbound.protection."
-         "outlook.com; dkim=none (message not signed) header.d=none;dmarc=none action=none header.from=evil."
-         "onmicrosoft.com;compauth=fail reason=001"),
-        ("Received-SPF", "Fail (protection.outlook.com: domain of x does not designate 40.95.78.166 as permitted "
-         "sender) receiver=protection.outlook.com; client-ip=40.95.78.166; helo=x;"),
-        ("Received", "from GBR01-LO2-obe.outbound.protection.outlook.com (40.95.78.166) by CO1NAM11FT004.mail."
-         "protection.outlook.com (10.13.175.89) with Microsoft SMTP Server id 15.20 via Frontend Transport; Sat"),
-        ("Received", "from attacker.example (attacker.example [45.79.204.163]) by SOMETENANT.outlook.com with "
-         "ESMTP; Sat"),
+        (
+            "Received",
+            "from SJ2P.NAMP223.PROD.OUTLOOK.COM (2603:10b6:a03:58f::17) by LV3P.NAMP223.PROD.OUTLOOK.COM "
+            "with HTTPS; Sat, 28 Oct 2023 13:30:18 +0000",
+        ),
+        (
+            "Received",
+            "from CO1NAM11FT004.eop-nam11.prod.protection.outlook.com (2603:10b6:a03:39c:cafe::25) by "
+            "SJ0PR03CA0335.outlook.office365.com (2603:10b6:a03:39c::10) with Microsoft SMTP Server id 15.20 via "
+            "Frontend Transport; Sat, 28 Oct 2023 13:30:17 +0000",
+        ),
+        (
+            "Authentication-Results",
+            "spf=fail (sender IP is 40.95.78.166) smtp.helo=x.outbound.protection."
+            "outlook.com; dkim=none (message not signed) header.d=none;dmarc=none action=none header.from=evil."
+            "onmicrosoft.com;compauth=fail reason=001",
+        ),
+        (
+            "Received-SPF",
+            "Fail (protection.outlook.com: domain of x does not designate 40.95.78.166 as permitted "
+            "sender) receiver=protection.outlook.com; client-ip=40.95.78.166; helo=x;",
+        ),
+        (
+            "Received",
+            "from GBR01-LO2-obe.outbound.protection.outlook.com (40.95.78.166) by CO1NAM11FT004.mail."
+            "protection.outlook.com (10.13.175.89) with Microsoft SMTP Server id 15.20 via Frontend Transport; Sat",
+        ),
+        (
+            "Received",
+            "from attacker.example (attacker.example [45.79.204.163]) by SOMETENANT.outlook.com with "
+            "ESMTP; Sat",
+        ),
         ("From", "Phisher <x@evil.onmicrosoft.com>"),
         ("Subject", "Your account"),
         ("Message-ID", "<p1@evil.onmicrosoft.com>"),
         ("X-MS-Exchange-CrossTenant-Id", RECIPIENT_TENANT),
-        ("X-Forefront-Antispam-Report", "CIP:40.95.78.166;CTRY:GB;LANG:de;SCL:9;SRV:;IPV:NLI;SFV:SPM;H:x;"
-         "PTR:x;CAT:PHSH;DIR:INB;"),
+        (
+            "X-Forefront-Antispam-Report",
+            "CIP:40.95.78.166;CTRY:GB;LANG:de;SCL:9;SRV:;IPV:NLI;SFV:SPM;H:x;PTR:x;CAT:PHSH;DIR:INB;",
+        ),
         *extra,
     ]
     return message(headers)
 
 
 def test_exo_connector_header_names_sending_tenant_and_origin() -> None:
-    raw = _exo_junk(("X-MS-Exchange-CrossTenant-OriginalAttributedTenantConnectingIp",
-                     f"TenantId={TENANT};Ip=[45.79.204.163];Helo=[evil.onmicrosoft.com]"))
+    raw = _exo_junk(
+        (
+            "X-MS-Exchange-CrossTenant-OriginalAttributedTenantConnectingIp",
+            f"TenantId={TENANT};Ip=[45.79.204.163];Helo=[evil.onmicrosoft.com]",
+        )
+    )
     report = one(raw, trap=True)
     assert report.source.platform == "exchange-online"
     assert report.source.handoff_ip == "40.95.78.166"
@@ -156,9 +201,13 @@ def test_exo_recipient_tenant_id_is_never_taken_as_the_sender() -> None:
 
 
 def test_exo_untrusted_sender_verdict_gives_origin() -> None:
-    raw = _exo_junk(("X-Forefront-Antispam-Report-Untrusted",
-                     "CIP:45.79.204.163;CTRY:US;LANG:de;SCL:9;SRV:;IPV:NLI;SFV:SPM;H:x;PTR:x;CAT:OSPM;DIR:OUT;"),
-                    ("DKIM-Signature", "v=1; a=rsa-sha256; d=evil.onmicrosoft.com; s=selector1; b=x"))
+    raw = _exo_junk(
+        (
+            "X-Forefront-Antispam-Report-Untrusted",
+            "CIP:45.79.204.163;CTRY:US;LANG:de;SCL:9;SRV:;IPV:NLI;SFV:SPM;H:x;PTR:x;CAT:OSPM;DIR:OUT;",
+        ),
+        ("DKIM-Signature", "v=1; a=rsa-sha256; d=evil.onmicrosoft.com; s=selector1; b=x"),
+    )
     report = one(raw, trap=True)
     assert report.source.ip == "45.79.204.163"
     assert report.source.tenant_domain == "evil.onmicrosoft.com"
@@ -167,8 +216,12 @@ def test_exo_untrusted_sender_verdict_gives_origin() -> None:
 
 
 def test_exo_authenticated_mailbox_keeps_the_handoff_ip() -> None:
-    raw = _exo_junk(("X-Forefront-Antispam-Report-Untrusted",
-                     "CIP:255.255.255.255;CTRY:;LANG:en;SCL:8;SRV:;IPV:NLI;SFV:SPM;H:x;PTR:;CAT:OSPM;DIR:OUT;"))
+    raw = _exo_junk(
+        (
+            "X-Forefront-Antispam-Report-Untrusted",
+            "CIP:255.255.255.255;CTRY:;LANG:en;SCL:8;SRV:;IPV:NLI;SFV:SPM;H:x;PTR:;CAT:OSPM;DIR:OUT;",
+        )
+    )
     report = one(raw, trap=True)
     assert report.source.ip == "40.95.78.166"
     assert any("255.255.255.255" in (e.detail or "") for e in report.evidence)
@@ -176,12 +229,19 @@ def test_exo_authenticated_mailbox_keeps_the_handoff_ip() -> None:
 
 def test_exo_mail_that_left_microsoft_uses_crosstenant_headers() -> None:
     headers = [
-        ("Received", "from mail-db8eur05on2107.outbound.protection.outlook.com (mail-db8.outbound.protection."
-         "outlook.com [40.107.20.107]) by mx.isp.example (Postfix) with ESMTPS id 1; Mon"),
+        (
+            "Received",
+            "from mail-db8eur05on2107.outbound.protection.outlook.com (mail-db8.outbound.protection."
+            "outlook.com [40.107.20.107]) by mx.isp.example (Postfix) with ESMTPS id 1; Mon",
+        ),
         ("X-MS-Exchange-CrossTenant-Id", TENANT.upper()),
         ("X-OriginatorOrg", "Sender.Example"),
-        ("X-Forefront-Antispam-Report", "CIP:203.0.113.200;CTRY:;LANG:en;SCL:1;SRV:;IPV:NLI;SFV:NSPM;H:x;DIR:OUT;"),
-        ("From", "a@sender.example"), ("Subject", "hi"),
+        (
+            "X-Forefront-Antispam-Report",
+            "CIP:203.0.113.200;CTRY:;LANG:en;SCL:1;SRV:;IPV:NLI;SFV:NSPM;H:x;DIR:OUT;",
+        ),
+        ("From", "a@sender.example"),
+        ("Subject", "hi"),
     ]
     report = one(message(headers), trap=True)
     assert report.source.platform == "exchange-online"
@@ -199,8 +259,13 @@ def test_non_microsoft_sender_into_microsoft_mailbox_is_not_exchange_online() ->
 
 @pytest.mark.parametrize(
     ("subject", "expected"),
-    [("Phishing: Your account", "fraud"), ("junk: offer", "abuse"), ("Not junk: newsletter", "not-spam"),
-     ("2|not junk", "not-spam"), ("3|x", "fraud")],
+    [
+        ("Phishing: Your account", "fraud"),
+        ("junk: offer", "abuse"),
+        ("Not junk: newsletter", "not-spam"),
+        ("2|not junk", "not-spam"),
+        ("3|x", "fraud"),
+    ],
 )
 def test_ms_submission_subjects(subject: str, expected: str) -> None:
     report = one(forward([_exo_junk()], subject=subject, to="reports@contoso.example"))
@@ -253,8 +318,11 @@ def test_several_attached_junk_mails_give_several_reports() -> None:
     reports = parse(forward([junk(), second, ("third.eml", junk())]))
     assert [r.format for r in reports] == ["forward-attachment"] * 3
     assert len({r.report_id for r in reports}) == 3
-    assert [r.original.message_id for r in reports] == ["junk-1@watches.example.com", "junk-2@watches.example.com",
-                                                        "junk-1@watches.example.com"]
+    assert [r.original.message_id for r in reports] == [
+        "junk-1@watches.example.com",
+        "junk-2@watches.example.com",
+        "junk-1@watches.example.com",
+    ]
 
 
 def test_forward_to_phish_address_is_fraud() -> None:
@@ -299,7 +367,10 @@ def test_trap_mode_reports_the_message_itself() -> None:
 
 
 def test_operator_trusted_network_moves_the_boundary() -> None:
-    relay = ("Received", "from relay.isp.example (relay.isp.example [5.6.7.8]) by mbox.isp.example with ESMTP; Mon")
+    relay = (
+        "Received",
+        "from relay.isp.example (relay.isp.example [5.6.7.8]) by mbox.isp.example with ESMTP; Mon",
+    )
     headers = [relay, *[(k, v.replace("8.8.4.4", "9.9.9.9")) for k, v in JUNK_HEADERS]]
     headers.insert(1, ("Received", "from x (x [8.8.4.4]) by relay.isp.example with ESMTP; Mon"))
     raw = message(headers)
@@ -319,8 +390,14 @@ def test_bounce_is_rejected_with_its_reason() -> None:
         parse(raw)
 
 
-@pytest.mark.parametrize(("raw", "reason"), [(b"", "empty input"), (b"\x00\x01garbage", "no mail headers"),
-                                             (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1broken", ".msg")])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty input"),
+        (b"\x00\x01garbage", "no mail headers"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1broken", ".msg"),
+    ],
+)
 def test_garbage_is_rejected_cleanly(raw: bytes, reason: str) -> None:
     with pytest.raises(ReportRejected, match=reason):
         parse(raw)
@@ -334,8 +411,13 @@ def test_size_limit_rejects_before_parsing() -> None:
 
 
 def test_header_injection_in_encoded_words_is_flattened() -> None:
-    raw = message([("From", "=?utf-8?b?RXZpbA0KQmNjOiB2aWN0aW0=?= <evil@bad.example>"),
-                   ("Subject", "=?utf-8?q?line1=0D=0Aline2?="), ("Received", JUNK_HEADERS[1][1])])
+    raw = message(
+        [
+            ("From", "=?utf-8?b?RXZpbA0KQmNjOiB2aWN0aW0=?= <evil@bad.example>"),
+            ("Subject", "=?utf-8?q?line1=0D=0Aline2?="),
+            ("Received", JUNK_HEADERS[1][1]),
+        ]
+    )
     report = one(raw, trap=True)
     assert report.original.subject == "line1 line2"
     assert report.original.from_name is not None and "\n" not in report.original.from_name

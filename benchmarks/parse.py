@@ -1,0 +1,158 @@
+"""Parse throughput and peak memory: abusepipe vs the bare stdlib floor vs parsedmarc (auth-failure files).
+
+    python benchmarks/parse.py [--corpus ../shared/corpus] [--bulk] [--seconds 5]
+
+Each measurement runs in its own process pinned to one core, so its peak RSS is its own. parsedmarc is
+optional (`pip install parsedmarc` into the benchmark's environment) and runs with offline=True.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def corpus_files(corpus: Path, bulk: bool, kind: str) -> list[Path]:
+    if kind == "auth-failure":
+        return sorted((corpus / "auth-failure").glob("*.eml"))
+    files = sorted(p for p in corpus.rglob("*") if p.suffix in (".eml", ".msg", ".txt") and p.is_file())
+    if bulk:
+        files += sorted((corpus.parent / "corpus-bulk").rglob("*.eml"))
+    return files
+
+
+def _runner(method: str):  # type: ignore[no-untyped-def]
+    if method == "stdlib":
+        import email
+
+        return lambda raw: email.message_from_bytes(raw)
+    if method == "abusepipe":
+        sys.path.insert(0, str(ROOT))
+        from abusepipe.errors import ReportRejected
+        from parsers import parse_message
+
+        def run(raw: bytes) -> object:
+            try:
+                return parse_message(raw)
+            except ReportRejected:
+                return None  # a rejection is a parse outcome too; it costs the same work
+
+        return run
+    if method == "abusepipe-json":
+        sys.path.insert(0, str(ROOT))
+        from abusepipe.errors import ReportRejected
+        from parsers import parse_message
+
+        def run_json(raw: bytes) -> object:
+            try:
+                return [r.model_dump_json() for r in parse_message(raw)]
+            except ReportRejected:
+                return None
+
+        return run_json
+    if method == "parsedmarc":
+        import logging
+
+        import parsedmarc
+
+        logging.disable(logging.CRITICAL)
+
+        def run_parsedmarc(raw: bytes) -> object:
+            try:
+                return parsedmarc.parse_report_email(raw, offline=True)
+            except Exception:
+                return None
+
+        return run_parsedmarc
+    raise SystemExit(f"unknown method {method}")
+
+
+def worker(method: str, files: list[str], seconds: float) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    raws = [Path(f).read_bytes() for f in files]
+    run = _runner(method)
+    failures = sum(run(raw) is None for raw in raws)  # warm-up pass (imports, caches)
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for raw in raws:
+            run(raw)
+        done += len(raws)
+    elapsed = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "method": method,
+                "messages": done,
+                "seconds": elapsed,
+                "rate": done / elapsed,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "no_result": failures,
+                "files": len(raws),
+                "bytes": sum(map(len, raws)),
+            }
+        )
+    )
+
+
+def measure(method: str, files: list[Path], seconds: float) -> dict[str, float] | None:
+    args = [sys.executable, __file__, "--worker", method, "--seconds", str(seconds), *map(str, files)]
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        print(f"  {method}: not run ({last})")
+        return None
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--bulk", action="store_true", help="add ../shared/corpus-bulk to the mix")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--worker")
+    parser.add_argument("files", nargs="*")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.files, args.seconds)
+        return
+    if not args.corpus.is_dir():
+        raise SystemExit(f"corpus not found at {args.corpus}")
+
+    mix = corpus_files(args.corpus, args.bulk, "mix")
+    size = sum(p.stat().st_size for p in mix)
+    print(f"corpus mix: {len(mix)} files, {size / len(mix) / 1024:.1f} KiB mean, one core each")
+    results = {m: measure(m, mix, args.seconds) for m in ("stdlib", "abusepipe", "abusepipe-json")}
+    for method, r in results.items():
+        if r:
+            print(f"  {method:16} {r['rate']:9.0f} msg/s   peak RSS {r['peak_rss_mib']:6.1f} MiB")
+    if results["stdlib"] and results["abusepipe"]:
+        print(
+            f"  abusepipe is {results['abusepipe']['rate'] / results['stdlib']['rate']:.2f}x the stdlib floor"
+        )
+
+    auth = corpus_files(args.corpus, False, "auth-failure")
+    print(f"auth-failure reports: {len(auth)} files")
+    pair = {m: measure(m, auth, args.seconds) for m in ("abusepipe", "parsedmarc")}
+    for method, r in pair.items():
+        if r:
+            print(
+                f"  {method:16} {r['rate']:9.0f} msg/s   peak RSS {r['peak_rss_mib']:6.1f} MiB"
+                f"   (no result for {r['no_result']} of {r['files']})"
+            )
+    if pair["abusepipe"] and pair["parsedmarc"]:
+        print(f"  abusepipe is {pair['abusepipe']['rate'] / pair['parsedmarc']['rate']:.1f}x parsedmarc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Intake stage: sources (mailboxes, SMTP, MTA pipe, files) that hand raw messages to the parsers."""

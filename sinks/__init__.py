@@ -1,0 +1,1 @@
+"""Sinks: publishers (Kafka) and the SQL store that reports are written to."""
