@@ -101,7 +101,7 @@ def _parse(
 
 
 def _trap(ctx: ParseContext) -> AbuseReport:
-    reported = ReportedMessage(headers=ctx.headers, msg=ctx.msg)
+    reported = ReportedMessage(headers=ctx.headers, msg=ctx.msg, sha256=ctx.input_sha256)
     return make_report(
         ctx,
         index=0,
@@ -114,7 +114,7 @@ def _trap(ctx: ParseContext) -> AbuseReport:
 
 def _saved_message(ctx: ParseContext) -> AbuseReport:
     """A bare Outlook .msg given as input is the junk itself, saved by whoever reports it."""
-    reported = ReportedMessage(headers=ctx.headers, msg=ctx.msg)
+    reported = ReportedMessage(headers=ctx.headers, msg=ctx.msg, sha256=ctx.input_sha256)
     return make_report(
         ctx,
         index=0,

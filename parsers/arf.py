@@ -14,7 +14,7 @@ from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.fields import first, parse_fields
 from parsers.headers import HeaderIndex
-from parsers.mime import content_type, enclosed_message, leaves, text_of
+from parsers.mime import content_type, enclosed_message, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
 from parsers.vocabulary import feedback_type_for
@@ -83,11 +83,16 @@ _IGNORED = {
 }
 
 
-def _feedback_part(msg: Message, ctx: ParseContext) -> tuple[int, Message, str] | None:
-    parts = list(leaves(msg, ctx.limits, ctx.defects))
+def _feedback_part(ctx: ParseContext) -> tuple[int, Message, str] | None:
+    parts = ctx.parts()
     for index, part in enumerate(parts):
         if content_type(part) == "message/feedback-report":
             return index, part, _part_text(part, ctx)
+    # Mislabelled report parts: only in report-shaped mails (a report, or text + fields + original).
+    if content_type(ctx.msg) != "multipart/report" and not (
+        len(parts) in (2, 3) and content_type(parts[-1]) in ORIGINAL_TYPES
+    ):
+        return None
     for index, part in enumerate(parts[1:], start=1):
         if content_type(part) == "text/plain":
             text = text_of(part, ctx.limits, ctx.defects, max_bytes=64 * 1024)
@@ -119,12 +124,12 @@ def detect(ctx: ParseContext) -> bool:
             return True
     if not ctx.msg.is_multipart():
         return False
-    return _feedback_part(ctx.msg, ctx) is not None
+    return _feedback_part(ctx) is not None
 
 
 def parse(ctx: ParseContext) -> list[AbuseReport]:
-    found = _feedback_part(ctx.msg, ctx)
-    parts = list(leaves(ctx.msg, ctx.limits, ctx.defects))
+    found = _feedback_part(ctx)
+    parts = ctx.parts()
     extra_defects: list[str] = []
     if found is None:
         extra_defects.append("multipart/report feedback-report without a feedback part: fields unknown")

@@ -17,7 +17,7 @@ _MSG_TYPES = ("application/vnd.ms-outlook", "application/x-msg")
 def attached_messages(msg: Message, ctx: ParseContext, defects: Defects) -> list[Message]:
     """The messages attached directly to `msg` (not those inside them), in document order."""
     out: list[Message] = []
-    for part in leaves(msg, ctx.limits, defects):
+    for part in ctx.parts() if msg is ctx.msg else leaves(msg, ctx.limits, defects):
         if part is msg:
             continue
         inner = as_message(part, ctx, defects)

@@ -9,6 +9,7 @@ from email.message import Message
 
 from parsers.headers import Defects, HeaderIndex
 from parsers.limits import ParseLimits
+from parsers.mime import leaves
 from parsers.trust import TrustPolicy
 
 
@@ -27,6 +28,14 @@ class ParseContext:
     def __post_init__(self) -> None:
         if not self.input_sha256:
             self.input_sha256 = hashlib.sha256(self.raw).hexdigest()
+
+    _parts: list[Message] | None = None
+
+    def parts(self) -> list[Message]:
+        """The leaf parts of the input, walked once and shared by every detector."""
+        if self._parts is None:
+            self._parts = list(leaves(self.msg, self.limits, self.defects))
+        return self._parts
 
     def report_id(self, index: int) -> str:
         """Deterministic: the same input bytes give the same id; several reports get distinct ids."""

@@ -7,7 +7,7 @@ import re
 from parsers.arf import headers_from_text
 from parsers.attribution import StatedSource
 from parsers.context import ParseContext
-from parsers.mime import content_type, leaves, text_of
+from parsers.mime import content_type, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
 from schemas import AbuseReport, FeedbackFields
@@ -24,7 +24,7 @@ _HEADERS_MARK = re.compile(r"^-{3,}.*copy of the headers.*$", re.IGNORECASE | re
 def _text(ctx: ParseContext) -> str:
     texts = [
         text_of(p, ctx.limits, ctx.defects, max_bytes=256 * 1024)
-        for p in leaves(ctx.msg, ctx.limits, ctx.defects)
+        for p in ctx.parts()
         if content_type(p) == "text/plain"
     ]
     return "\n".join(texts)

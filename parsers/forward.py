@@ -9,7 +9,7 @@ from email.message import Message
 from parsers.attached import attached_messages, innermost
 from parsers.context import ParseContext
 from parsers.headers import Defects, HeaderIndex, parse_address
-from parsers.mime import content_type, leaves, param, text_of
+from parsers.mime import content_type, param, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from, trap_reporter
 from schemas import AbuseReport
 
@@ -101,7 +101,7 @@ def _is_report_safe(ctx: ParseContext) -> bool:
 
 def _body_text(ctx: ParseContext) -> str:
     plain = html_text = None
-    for part in leaves(ctx.msg, ctx.limits, ctx.defects):
+    for part in ctx.parts():
         ctype = content_type(part)
         if ctype == "text/plain" and plain is None:
             plain = text_of(part, ctx.limits, ctx.defects, max_bytes=ctx.limits.max_text_scan_bytes)

@@ -74,8 +74,11 @@ def unfold(value: str) -> str:
     return _FOLD.sub(" ", value).strip()
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _has_surrogates(value: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
+    return value.isascii() is False and _SURROGATE.search(value) is not None
 
 
 def _fix_surrogates(value: str) -> str:

@@ -13,7 +13,7 @@ from email.message import Message
 from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.headers import HeaderIndex, parse_address
-from parsers.mime import MESSAGE_TYPES, content_type, enclosed_message, leaves
+from parsers.mime import MESSAGE_TYPES, content_type, enclosed_message
 from parsers.original import ReportedMessage, make_report
 from parsers.received import parse_ip
 from schemas import AbuseReport, FeedbackFields, Reporter
@@ -32,7 +32,7 @@ def _from_jmrp(ctx: ParseContext) -> bool:
 def _wrapped(ctx: ParseContext) -> list[Message]:
     if not ctx.msg.is_multipart():
         return []
-    return [p for p in leaves(ctx.msg, ctx.limits, ctx.defects) if content_type(p) in MESSAGE_TYPES]
+    return [p for p in ctx.parts() if content_type(p) in MESSAGE_TYPES]
 
 
 def detect(ctx: ParseContext) -> bool:

@@ -125,7 +125,7 @@ def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
     data = _to_bytes(payload)
     try:
         if cte == "base64":
-            out = base64.b64decode(_b64_fix(data))
+            out = _b64decode(data)
         elif cte == "quoted-printable":
             out = quopri.decodestring(data)
         else:
@@ -139,6 +139,13 @@ def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
         defects.add(f"decoded part of {len(out)} bytes is over the limit: truncated")
         out = out[: limits.max_decoded_bytes]
     return out
+
+
+def _b64decode(data: bytes) -> bytes:
+    try:
+        return base64.b64decode(data)  # discards line breaks and other non-alphabet bytes itself
+    except (binascii.Error, ValueError):
+        return base64.b64decode(_b64_fix(data))  # bad padding: repaired
 
 
 def _to_bytes(payload: str) -> bytes:
@@ -212,14 +219,3 @@ def rejoin_split_headers(msg: Message, defects: Defects) -> Message:
     defects.add("blank line inside the header block of the enclosed message: headers rejoined")
     data = (head + body.lstrip("\r\n")).encode("utf-8", "surrogateescape")
     return email.message_from_bytes(data, policy=email.policy.compat32)
-
-
-def message_bytes(msg: Message) -> bytes:
-    """Serialised bytes of a (sub)message, for hashing and evidence; never raises."""
-    try:
-        return msg.as_bytes(policy=email.policy.compat32)
-    except Exception:
-        try:
-            return msg.as_string().encode("utf-8", "surrogateescape")
-        except Exception:
-            return b""

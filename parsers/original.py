@@ -12,7 +12,7 @@ from parsers.context import ParseContext
 from parsers.headers import Defects, HeaderIndex, decode_words, domain_of, message_id, parse_address
 from parsers.limits import ParseLimits
 from parsers.microsoft import verdicts
-from parsers.mime import content_type, decoded, filename, leaves, message_bytes, text_of
+from parsers.mime import content_type, decoded, filename, leaves, text_of
 from parsers.urls import extract_urls
 from schemas import AbuseReport, Attachment, AuthResult, Evidence, FeedbackFields, Original, Reporter, Url
 
@@ -31,6 +31,8 @@ class ReportedMessage:
     """Body text when there is no MIME structure (inline forwards)."""
     overrides: dict[str, str | None] = field(default_factory=dict)
     """Values stated by the container (inline-forward labels, legacy submission subject)."""
+    sha256: str | None = None
+    """Hash of the reported message's bytes where they are the input itself (trap mode, saved .msg)."""
 
 
 def describe(reported: ReportedMessage, limits: ParseLimits, defects: Defects) -> Original:
@@ -50,10 +52,8 @@ def describe(reported: ReportedMessage, limits: ParseLimits, defects: Defects) -
             auth.append(spf)
     urls: dict[str, Url] = {}
     attachments: list[Attachment] = []
-    body_hash = None
     if reported.msg is not None and not reported.headers_only:
         _scan_body(reported.msg, limits, defects, urls, attachments)
-        body_hash = hashlib.sha256(message_bytes(reported.msg)).hexdigest()
     if reported.text:
         extract_urls(reported.text[: limits.max_text_scan_bytes], limit=limits.max_urls, seen=urls)
     url_list = list(urls.values())
@@ -77,7 +77,7 @@ def describe(reported: ReportedMessage, limits: ParseLimits, defects: Defects) -
         attachments=attachments,
         exchange=verdicts(headers),
         headers_only=reported.headers_only,
-        sha256=body_hash,
+        sha256=reported.sha256,
     )
 
 

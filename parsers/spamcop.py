@@ -12,7 +12,7 @@ import re
 from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.headers import HeaderIndex, parse_address
-from parsers.mime import MESSAGE_TYPES, content_type, enclosed_message, leaves, text_of
+from parsers.mime import MESSAGE_TYPES, content_type, enclosed_message, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
 from schemas import AbuseReport, Evidence, FeedbackFields
@@ -37,7 +37,7 @@ def parse(ctx: ParseContext) -> list[AbuseReport]:
     defects: list[str] = []
     body = ""
     reported: ReportedMessage | None = None
-    for part in leaves(ctx.msg, ctx.limits, ctx.defects):
+    for part in ctx.parts():
         ctype = content_type(part)
         if ctype in MESSAGE_TYPES and reported is None:
             inner = enclosed_message(part, ctx.limits, ctx.defects)

@@ -14,7 +14,7 @@ from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.fields import first, parse_fields
 from parsers.headers import HeaderIndex, parse_address
-from parsers.mime import content_type, filename, leaves, text_of
+from parsers.mime import content_type, filename, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
 from parsers.vocabulary import feedback_type_for
@@ -33,7 +33,7 @@ def detect(ctx: ParseContext) -> bool:
 
 
 def parse(ctx: ParseContext) -> list[AbuseReport]:
-    parts = list(leaves(ctx.msg, ctx.limits, ctx.defects))
+    parts = ctx.parts()
     defects: list[str] = []
     report_index = None
     fields: list[tuple[str, str]] = []
