@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import binascii
 import logging
 import re
 from collections.abc import Iterable
-from email.header import decode_header, make_header
 from email.message import Message
 from functools import lru_cache
 
@@ -14,7 +14,6 @@ logging.getLogger("flanker").setLevel(logging.ERROR)
 from flanker.addresslib import address as flanker_address  # noqa: E402
 
 _FOLD = re.compile(r"\r?\n[ \t]*|\r[ \t]*")
-_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _ANGLE = re.compile(r"<([^<>\s]+)>")
 
 
@@ -87,35 +86,47 @@ def _fix_surrogates(value: str) -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+_WORD = re.compile(r"=\?([^?\s]*)\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(r"(\?=)[ \t]+(=\?)")
+
+
 def decode_words(value: str | None, defects: Defects | None = None) -> str | None:
-    """Decode RFC 2047 encoded-words leniently; unknown charsets fall back to Latin-1."""
-    if value is None:
-        return None
-    if "=?" not in value or not _ENCODED_WORD.search(value):
+    """Decode RFC 2047 encoded-words leniently (bad base64, unknown or broken charsets never raise).
+
+    Written by hand rather than with `email.header` because that raises on the malformed words junk mail
+    is full of, and a decoder that falls back per word keeps the readable parts.
+    """
+    if value is None or "=?" not in value:
         return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeError, ValueError, AssertionError) as exc:
-        if defects is not None:
-            defects.add(f"undecodable encoded-word ({type(exc).__name__}): decoded leniently")
-        return _ENCODED_WORD.sub(_decode_one_leniently, value)
+    if not _WORD.search(value):
+        return value
+    value = _BETWEEN_WORDS.sub(r"\1\2", value)  # whitespace between adjacent words is not content
+    problems: list[str] = []
 
-
-def _decode_one_leniently(match: re.Match[str]) -> str:
-    try:
-        parts = decode_header(match.group(0))
-    except (ValueError, AssertionError):
-        return match.group(0)
-    out = []
-    for chunk, charset in parts:
-        if isinstance(chunk, str):
-            out.append(chunk)
-            continue
+    def one(match: re.Match[str]) -> str:
+        charset, encoding, text = match.group(1), match.group(2).lower(), match.group(3)
+        charset = charset.split("*", 1)[0].strip().lower() or "us-ascii"  # RFC 2231 language suffix
         try:
-            out.append(chunk.decode(charset or "latin-1", "replace"))
-        except LookupError:
-            out.append(chunk.decode("latin-1"))
-    return "".join(out)
+            if encoding == "b":
+                text = text.rstrip("=")
+                if len(text) % 4 == 1:
+                    text = text[:-1]  # a truncated word: the last 6 bits cannot form a byte
+                data = binascii.a2b_base64(text + "=" * (-len(text) % 4))
+            else:
+                data = binascii.a2b_qp(text.replace("_", " ").encode("ascii", "replace"), header=True)
+        except (binascii.Error, ValueError):
+            problems.append("undecodable encoded-word: kept as is")
+            return match.group(0)
+        try:
+            return data.decode(charset, "replace")
+        except (LookupError, ValueError):
+            problems.append(f"unknown charset {charset[:30]!r} in an encoded-word: decoded as UTF-8")
+            return data.decode("utf-8", "replace")
+
+    out = _WORD.sub(one, value)
+    if defects is not None:
+        defects.extend(problems)
+    return out
 
 
 def message_id(value: str | None) -> str | None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import email
 import email.policy
 from email.message import Message
-from email.mime.application import MIMEApplication
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from io import BytesIO
 
 import olefile
@@ -108,11 +106,11 @@ def _convert(
     outer["MIME-Version"] = "1.0"
     body = _text(ole, prefix, BODY, limits)
     if body:
-        outer.attach(MIMEText(body, "plain", "utf-8"))
+        outer.attach(_binary_part("text/plain; charset=utf-8", body.encode("utf-8")))
     html = _read(ole, prefix, HTML, limits)
     if html:
-        html_text = html.decode("utf-8", "replace") if isinstance(html, bytes) else html
-        outer.attach(MIMEText(html_text, "html", "utf-8"))
+        html_bytes = html if isinstance(html, bytes) else html.encode("utf-8")
+        outer.attach(_binary_part("text/html; charset=utf-8", html_bytes))
     for storage in _attachments(ole, prefix):
         if len(outer.get_payload()) >= limits.max_parts:
             defects.add("Outlook .msg with too many attachments: the rest were skipped")
@@ -131,14 +129,22 @@ def _convert(
             ole, storage, ATTACH_FILENAME, limits
         )
         mime = _text(ole, storage, ATTACH_MIME, limits) or "application/octet-stream"
-        maintype, _, subtype = mime.partition("/")
-        part = MIMEApplication(data, _subtype=subtype or "octet-stream")
-        if maintype and maintype != "application":
-            part.replace_header("Content-Type", f"{mime}")
+        if "/" not in mime or any(c in mime for c in ";\r\n"):
+            mime = "application/octet-stream"
+        part = _binary_part(mime.strip(), data)
         if filename:
             part.add_header("Content-Disposition", "attachment", filename=filename)
         outer.attach(part)
     return outer
+
+
+def _binary_part(content_type: str, data: bytes) -> Message:
+    """A part holding bytes as compat32 holds 8-bit bodies (surrogate-escaped), so no base64 round trip."""
+    part = Message()
+    part["Content-Type"] = content_type
+    part["Content-Transfer-Encoding"] = "binary"
+    part.set_payload(data.decode("ascii", "surrogateescape"))
+    return part
 
 
 def _attachments(ole: olefile.OleFileIO, prefix: list[str]) -> list[list[str]]:
