@@ -108,10 +108,10 @@ def _part_text(part: Message, ctx: ParseContext) -> str:
         inner = enclosed_message(part, ctx.limits, ctx.defects)
         if inner is None:
             return ""
-        chunks = [f"{k}: {v}" for k, v in inner.raw_items()]
-        body = inner.get_payload()
-        if isinstance(body, str):
-            chunks.append(body)
+        chunks = [f"{k}: {v}" for k, v in HeaderIndex.of(inner, ctx.defects).order]
+        body = inner.get_payload(decode=True)
+        if isinstance(body, bytes):
+            chunks.append(body.decode("utf-8", "replace"))
         return "\n".join(chunks)[: 256 * 1024]
     return text_of(part, ctx.limits, ctx.defects, max_bytes=256 * 1024)
 

@@ -51,10 +51,15 @@ def load(raw: bytes, limits: ParseLimits) -> Message:
 
 
 def content_type(part: Message) -> str:
-    try:
-        return part.get_content_type()
-    except Exception:  # malformed Content-Type parameters
-        return "text/plain"
+    # Every detector asks; the stdlib re-parses the header each time, so the answer is kept on the part.
+    cached: str | None = part.__dict__.get("_abusepipe_ctype")
+    if cached is None:
+        try:
+            cached = part.get_content_type()
+        except Exception:  # malformed Content-Type parameters
+            cached = "text/plain"
+        part.__dict__["_abusepipe_ctype"] = cached
+    return cached
 
 
 def param(part: Message, name: str, header: str = "content-type") -> str | None:
@@ -111,8 +116,23 @@ def leaves(msg: Message, limits: ParseLimits, defects: Defects) -> Iterator[Mess
             yield part
 
 
+class BinaryPart(Message):
+    """A leaf part whose decoded bytes are already known (converted from an Outlook .msg).
+
+    Holding the bytes directly avoids a base64 or surrogate-escape round trip through the stdlib, which
+    costs more than the rest of the parse for large attachments.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+        self.set_payload("")
+
+
 def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
     """Decoded body of a leaf part; empty when over `max_decoded_bytes` (with a defect)."""
+    if isinstance(part, BinaryPart):
+        return part.data[: limits.max_decoded_bytes]
     payload = part.get_payload()
     if isinstance(payload, list):
         return b"".join(m.as_bytes() for m in payload if isinstance(m, Message))
@@ -122,19 +142,19 @@ def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
         defects.add(f"part of {len(payload)} bytes not decoded (over the decoded-size limit)")
         return b""
     cte = str(part.get("content-transfer-encoding", "")).strip().lower()
-    data = _to_bytes(payload)
-    try:
-        if cte == "base64":
-            out = _b64decode(data)
-        elif cte == "quoted-printable":
-            out = quopri.decodestring(data)
-        else:
-            if cte not in ("", "7bit", "8bit", "binary"):
-                defects.add(f"unknown Content-Transfer-Encoding {cte[:40]!r}: body taken as is")
+    if cte not in ("base64", "quoted-printable"):
+        if cte not in ("", "7bit", "8bit", "binary"):
+            defects.add(f"unknown Content-Transfer-Encoding {cte[:40]!r}: body taken as is")
+        # The raw 8-bit bytes as received (get_payload() alone would charset-decode them).
+        raw = part.get_payload(decode=True)
+        out = raw if isinstance(raw, bytes) else _to_bytes(payload)
+    else:
+        data = _to_bytes(payload)
+        try:
+            out = _b64decode(data) if cte == "base64" else quopri.decodestring(data)
+        except (binascii.Error, ValueError):
+            defects.add(f"undecodable {cte} body: taken as is")
             out = data
-    except (binascii.Error, ValueError):
-        defects.add("undecodable base64 body: taken as is")
-        out = data
     if len(out) > limits.max_decoded_bytes:
         defects.add(f"decoded part of {len(out)} bytes is over the limit: truncated")
         out = out[: limits.max_decoded_bytes]

@@ -18,6 +18,7 @@ import olefile
 
 from parsers.headers import Defects
 from parsers.limits import ParseLimits
+from parsers.mime import BinaryPart
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _CONTENT_HEADERS = {"content-type", "content-transfer-encoding", "mime-version", "content-disposition"}
@@ -139,11 +140,9 @@ def _convert(
 
 
 def _binary_part(content_type: str, data: bytes) -> Message:
-    """A part holding bytes as compat32 holds 8-bit bodies (surrogate-escaped), so no base64 round trip."""
-    part = Message()
+    part = BinaryPart(data)
     part["Content-Type"] = content_type
     part["Content-Transfer-Encoding"] = "binary"
-    part.set_payload(data.decode("ascii", "surrogateescape"))
     return part
 
 
