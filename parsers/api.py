@@ -6,6 +6,7 @@ from datetime import datetime
 
 from abusepipe.errors import ReportRejected
 from parsers.context import ParseContext
+from parsers.fastmime import NestingTooDeepDefect, TooManyPartsDefect
 from parsers.headers import Defects, HeaderIndex
 from parsers.limits import DEFAULT_LIMITS, ParseLimits
 from parsers.mime import content_type, load, normalise_bytes
@@ -17,6 +18,7 @@ from parsers.trust import TrustPolicy
 from schemas import AbuseReport
 
 DEFAULT_TRUST = TrustPolicy()
+OWN_DEFECTS = (NestingTooDeepDefect, TooManyPartsDefect)
 _BOUNCE_REPORT_TYPES = ("delivery-status", "disposition-notification")
 
 
@@ -63,7 +65,7 @@ def _parse(
         body = normalise_bytes(raw, defects)
         msg = load(body, limits)
     for defect in msg.defects:
-        defects.add(f"MIME: {type(defect).__name__}")
+        defects.add(str(defect) if isinstance(defect, OWN_DEFECTS) else f"MIME: {type(defect).__name__}")
     headers = HeaderIndex.of(msg, defects)
     if not headers.order:
         raise ReportRejected("no mail headers: not an e-mail message")

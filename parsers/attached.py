@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 from email.message import Message
 
 from parsers.context import ParseContext
 from parsers.headers import Defects
-from parsers.mime import MESSAGE_TYPES, content_type, decoded, enclosed_message, filename, leaves
+from parsers.mime import (
+    MESSAGE_TYPES,
+    content_type,
+    decoded,
+    enclosed_message,
+    filename,
+    leaves,
+    parse_limited,
+)
 from parsers.msg import MsgError, is_msg, msg_to_message
 
 _MSG_TYPES = ("application/vnd.ms-outlook", "application/x-msg")
@@ -42,7 +48,7 @@ def as_message(part: Message, ctx: ParseContext, defects: Defects) -> Message | 
     if name.endswith(".eml") and not ctype.startswith("text/html"):
         data = decoded(part, ctx.limits, defects)
         if data.strip():
-            return email.message_from_bytes(data, policy=email.policy.compat32)
+            return parse_limited(data, ctx.limits)
     return None
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from email.message import Message
 
 from abusepipe.errors import LimitExceeded
+from parsers.fastmime import parse_bytes, parse_text
 from parsers.headers import Defects, decode_words
 from parsers.limits import ParseLimits
 
@@ -47,7 +48,11 @@ def normalise_bytes(raw: bytes, defects: Defects) -> bytes:
 def load(raw: bytes, limits: ParseLimits) -> Message:
     if len(raw) > limits.max_message_bytes:
         raise LimitExceeded("message size", len(raw), limits.max_message_bytes)
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
+    return parse_limited(raw, limits)
+
+
+def parse_limited(data: bytes, limits: ParseLimits) -> Message:
+    return parse_bytes(data, max_parts=limits.max_parts, max_depth=limits.max_depth)
 
 
 def content_type(part: Message) -> str:
@@ -105,7 +110,7 @@ def walk(
         payload = part.get_payload()
         if isinstance(payload, list):
             if level + 1 > limits.max_depth:
-                defects.add(f"MIME nesting deeper than {limits.max_depth}: inner parts skipped")
+                defects.add(f"MIME parts nested deeper than {limits.max_depth}: inner parts skipped")
                 continue
             stack.extend((child, level + 1) for child in reversed(payload) if isinstance(child, Message))
 
@@ -202,7 +207,11 @@ def enclosed_message(part: Message, limits: ParseLimits, defects: Defects) -> Me
         inner = payload[0]
     elif isinstance(payload, str):
         data = decoded(part, limits, defects)
-        return email.message_from_bytes(data, policy=email.policy.compat32) if data.strip() else None
+        return (
+            parse_bytes(data, max_parts=limits.max_parts, max_depth=limits.max_depth)
+            if data.strip()
+            else None
+        )
     if inner is None:
         return None
     inner = rejoin_split_headers(inner, defects)
@@ -216,7 +225,9 @@ def enclosed_message(part: Message, limits: ParseLimits, defects: Defects) -> Me
                 data = base64.b64decode(_b64_fix(data)) if cte == "base64" else quopri.decodestring(data)
             except (binascii.Error, ValueError):
                 return None
-            return email.message_from_bytes(data[: limits.max_decoded_bytes], policy=email.policy.compat32)
+            return parse_bytes(
+                data[: limits.max_decoded_bytes], max_parts=limits.max_parts, max_depth=limits.max_depth
+            )
     return inner
 
 
@@ -237,5 +248,4 @@ def rejoin_split_headers(msg: Message, defects: Defects) -> Message:
         return msg
     head = "".join(f"{k}: {v}\n" for k, v in msg.raw_items())
     defects.add("blank line inside the header block of the enclosed message: headers rejoined")
-    data = (head + body.lstrip("\r\n")).encode("utf-8", "surrogateescape")
-    return email.message_from_bytes(data, policy=email.policy.compat32)
+    return parse_text(head + body.lstrip("\r\n"))

@@ -5,14 +5,12 @@ The spam follows `[ Offending message ]` inline in the plain-text body (or as a 
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 
 from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.headers import HeaderIndex, parse_address
-from parsers.mime import MESSAGE_TYPES, content_type, enclosed_message, text_of
+from parsers.mime import MESSAGE_TYPES, content_type, enclosed_message, parse_limited, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
 from schemas import AbuseReport, Evidence, FeedbackFields
@@ -63,7 +61,7 @@ def parse(ctx: ParseContext) -> list[AbuseReport]:
         if offending:
             text = body[offending.end() :].lstrip("\r\n")
             data = text[: ctx.limits.max_decoded_bytes].encode("utf-8", "surrogateescape")
-            inner = email.message_from_bytes(data, policy=email.policy.compat32)
+            inner = parse_limited(data, ctx.limits)
             reported = ReportedMessage(headers=HeaderIndex.of(inner, ctx.defects), msg=inner)
         else:
             defects.append("SpamCop report without the offending message")

@@ -64,7 +64,9 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 
 @settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=int(os.environ.get("ABUSEPIPE_FUZZ_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(raw=mutated(), trap=st.booleans())
 def test_mutated_mail_never_crashes(raw: bytes, trap: bool) -> None:

@@ -1,0 +1,203 @@
+"""A lenient MIME splitter that builds the same compat32 `Message` tree as the stdlib parser, faster.
+
+The stdlib `FeedParser` looks at every body line in Python, which dominates parsing time on real mail
+(long HTML bodies, base64 attachments). Here only header blocks go through the stdlib (`HeaderParser`);
+boundaries and header/body separators are found with compiled regular expressions over the whole text.
+Bodies stay surrogate-escaped strings with their original line endings, exactly as compat32 keeps them,
+so everything downstream (`get_payload(decode=True)`, `get_content_type()`, ...) behaves the same.
+
+Leniency follows the stdlib: a multipart without its boundary keeps its body as text, a missing closing
+boundary ends the last part at the end of the input, and each tolerated fault is recorded as the same
+`email.errors` defect on the part.
+"""
+
+from __future__ import annotations
+
+import re
+from email import errors
+from email.message import Message
+
+
+class NestingTooDeepDefect(errors.MessageDefect):
+    """Parts nested deeper than the limit were kept as text, not parsed."""
+
+
+class TooManyPartsDefect(errors.MessageDefect):
+    """Parts beyond the limit were dropped."""
+
+
+class PartBudget:
+    """How many more parts the splitter may create, and whether a limit was hit."""
+
+    __slots__ = ("exhausted", "parts_left", "too_deep")
+
+    def __init__(self, max_parts: int) -> None:
+        self.parts_left = max_parts
+        self.exhausted = False
+        self.too_deep = False
+
+    def take(self) -> bool:
+        if self.parts_left <= 0:
+            self.exhausted = True
+            return False
+        self.parts_left -= 1
+        return True
+
+
+def parse_bytes(data: bytes, *, max_parts: int = 500, max_depth: int = 8) -> Message:
+    return parse_text(data.decode("ascii", "surrogateescape"), max_parts=max_parts, max_depth=max_depth)
+
+
+def parse_text(text: str, *, max_parts: int = 500, max_depth: int = 8) -> Message:
+    budget = PartBudget(max_parts)
+    budget.take()
+    msg = _parse(text, depth=0, max_depth=max_depth, budget=budget)
+    if budget.too_deep:
+        msg.defects.append(
+            NestingTooDeepDefect(f"MIME parts nested deeper than {max_depth}: inner parts kept as text")
+        )
+    if budget.exhausted:
+        msg.defects.append(TooManyPartsDefect(f"more than {max_parts} MIME parts: the rest were dropped"))
+    return msg
+
+
+# The stdlib's rule for what may start a header line (email.feedparser.headerRE).
+_HEADER_START = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
+
+
+def _split_headers(text: str) -> tuple[Message, str]:
+    """Header block parsed by the stdlib's line rules (compat32 `header_source_parse`), and the body."""
+    msg = Message()
+    lines = text.splitlines(keepends=True)
+    name: str | None = None
+    value: list[str] = []
+    for index, line in enumerate(lines):
+        if line in ("\n", "\r\n", "\r"):
+            _add(msg, name, value)
+            return msg, "".join(lines[index + 1 :])
+        if not _HEADER_START.match(line):
+            _add(msg, name, value)
+            msg.defects.append(errors.MissingHeaderBodySeparatorDefect())
+            return msg, "".join(lines[index:])
+        first = line[0]
+        if first in " \t":
+            if name is None:
+                msg.defects.append(errors.FirstHeaderLineIsContinuationDefect(line))
+                continue
+            value.append(line)
+            continue
+        _add(msg, name, value)
+        name, value = None, []
+        if line.startswith("From "):
+            if index == 0:
+                msg.set_unixfrom(line.rstrip("\r\n"))
+            else:
+                msg.defects.append(errors.MisplacedEnvelopeHeaderDefect(line))
+            continue
+        colon = line.find(":")
+        if colon == 0:
+            msg.defects.append(errors.InvalidHeaderDefect(f"Missing header name in {line!r}"))
+            continue
+        name = line[:colon]
+        value = [line[colon + 1 :].lstrip(" \t")]
+    _add(msg, name, value)
+    return msg, ""
+
+
+def _add(msg: Message, name: str | None, value: list[str]) -> None:
+    if name is not None:
+        msg.set_raw(name, "".join(value).rstrip("\r\n"))  # as compat32 header_source_parse
+
+
+def _parse(text: str, *, depth: int, max_depth: int, budget: PartBudget) -> Message:
+    msg, body = _split_headers(text)
+    try:
+        ctype = msg.get_content_type()
+    except Exception:  # malformed Content-Type: the stdlib falls back to text/plain as well
+        ctype = "text/plain"
+    maintype = ctype.split("/", 1)[0]
+    if maintype in ("multipart", "message") and depth >= max_depth:
+        budget.too_deep = True
+        msg.set_payload(body)
+    elif maintype == "multipart":
+        _parse_multipart(msg, body, depth=depth, max_depth=max_depth, budget=budget)
+    elif ctype == "message/delivery-status":
+        # As the stdlib: blocks of status fields separated by blank lines, each a header-only message.
+        blocks = [block for block in re.split(r"(?:\r?\n){2,}", body) if block.strip()]
+        fields: list[Message | str] = [_split_headers(block + "\n")[0] for block in blocks[:50]]
+        for block_msg in fields:
+            if isinstance(block_msg, Message):
+                block_msg.set_payload("")
+        msg.set_payload(fields)
+    elif maintype == "message" and budget.take():
+        msg.set_payload([_parse(body, depth=depth + 1, max_depth=max_depth, budget=budget)])
+    else:
+        msg.set_payload(body)
+    return msg
+
+
+def _parse_multipart(msg: Message, body: str, *, depth: int, max_depth: int, budget: PartBudget) -> None:
+    try:
+        boundary = msg.get_boundary()
+    except Exception:
+        boundary = None
+    if not boundary:
+        msg.defects.append(errors.NoBoundaryInMultipartDefect())
+        msg.set_payload(body)
+        return
+    matches = _delimiters(body, "--" + boundary)
+    if not matches or matches[0][2]:  # no opening delimiter (a close delimiter alone does not open)
+        msg.defects.append(errors.StartBoundaryNotFoundDefect())
+        msg.set_payload(body)
+        return
+    msg.preamble = _strip_eol(body[: matches[0][0]]) or None
+    children: list[Message | str] = []
+    closed = False
+    for index, (_, after, is_close) in enumerate(matches):
+        if is_close:
+            closed = True
+            msg.epilogue = body[after:] or None
+            break
+        if not budget.take():
+            break
+        # The line break before a delimiter belongs to it; an unterminated last part keeps its own.
+        chunk = _strip_eol(body[after : matches[index + 1][0]]) if index + 1 < len(matches) else body[after:]
+        child = _parse(chunk, depth=depth + 1, max_depth=max_depth, budget=budget)
+        children.append(child)
+    if not closed and not budget.exhausted:
+        msg.defects.append(errors.CloseBoundaryNotFoundDefect())
+    msg.set_payload(children)
+
+
+def _delimiters(body: str, marker: str) -> list[tuple[int, int, bool]]:
+    """(start, end, is_close) of each delimiter line: at a line start, then only `--` and blanks."""
+    out: list[tuple[int, int, bool]] = []
+    position = body.find(marker)
+    size = len(body)
+    while position >= 0:
+        if position == 0 or body[position - 1] in "\r\n":
+            cursor = position + len(marker)
+            is_close = body.startswith("--", cursor)
+            if is_close:
+                cursor += 2
+            while cursor < size and body[cursor] in " \t":
+                cursor += 1
+            if cursor >= size or body[cursor] in "\r\n":
+                if body.startswith("\r\n", cursor):
+                    cursor += 2
+                elif cursor < size:
+                    cursor += 1
+                out.append((position, cursor, is_close))
+                if is_close:
+                    break
+        position = body.find(marker, position + 1)
+    return out
+
+
+def _strip_eol(text: str) -> str:
+    """The line break before a delimiter belongs to the delimiter (RFC 2046 5.1.1)."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith(("\n", "\r")):
+        return text[:-1]
+    return text
