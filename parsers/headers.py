@@ -70,6 +70,8 @@ class HeaderIndex:
 
 
 def unfold(value: str) -> str:
+    if "\n" not in value and "\r" not in value:
+        return value.strip()
     return _FOLD.sub(" ", value).strip()
 
 

@@ -81,6 +81,15 @@ def param(part: Message, name: str, header: str = "content-type") -> str | None:
 
 
 def filename(part: Message) -> str | None:
+    cached = part.__dict__.get("_abusepipe_filename", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    name = _filename(part)
+    part.__dict__["_abusepipe_filename"] = name
+    return name
+
+
+def _filename(part: Message) -> str | None:
     try:
         name = part.get_filename()
     except Exception:

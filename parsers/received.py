@@ -65,19 +65,26 @@ def _clauses(line: str) -> dict[str, str]:
     return out
 
 
+_INNERMOST_COMMENT = re.compile(r"\([^()]*\)")
+
+
+def _blank(match: re.Match[str]) -> str:
+    return " " * len(match.group(0))
+
+
 def _mask_comments(line: str) -> str:
-    depth = 0
-    chars = list(line)
-    for index, ch in enumerate(chars):
-        if ch == "(":
-            depth += 1
-        elif ch == ")" and depth:
-            depth -= 1
-            chars[index] = " "
-            continue
-        if depth:
-            chars[index] = " "
-    return "".join(chars)
+    """The line with (nested) comments blanked out, keeping every other character at its position."""
+    if "(" not in line:
+        return line
+    for _ in range(20):  # nesting depth; deeper comments are hostile and stay masked below
+        masked = _INNERMOST_COMMENT.sub(_blank, line)
+        if masked == line:
+            break
+        line = masked
+    opening = line.find("(")
+    if opening >= 0:  # unbalanced: the rest of the line is comment
+        line = line[:opening] + " " * (len(line) - opening)
+    return line
 
 
 def parse_received(line: str) -> Hop:

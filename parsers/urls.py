@@ -35,12 +35,16 @@ def extract_urls(text: str, *, limit: int, seen: dict[str, Url]) -> None:
     for match in _URL.finditer(text):
         if len(seen) >= limit:
             return
-        raw = html.unescape(match.group(0)).rstrip(".,;:!?'\"")
+        raw = match.group(0)
+        if "&" in raw:
+            raw = html.unescape(raw)
+        raw = raw.rstrip(".,;:!?'\"")
         if raw in seen:
             continue
         seen[raw] = make_url(raw)
 
 
+@lru_cache(maxsize=8192)
 def make_url(raw: str) -> Url:
     host: str | None
     try:
