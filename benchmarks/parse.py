@@ -30,6 +30,9 @@ def corpus_files(corpus: Path, bulk: bool, kind: str) -> list[Path]:
     return files
 
 
+TRAP = os.environ.get("ABUSEPIPE_BENCH_TRAP") == "1"
+
+
 def _runner(method: str):  # type: ignore[no-untyped-def]
     if method == "stdlib":
         import email
@@ -42,7 +45,7 @@ def _runner(method: str):  # type: ignore[no-untyped-def]
 
         def run(raw: bytes) -> object:
             try:
-                return parse_message(raw)
+                return parse_message(raw, trap=TRAP)
             except ReportRejected:
                 return None  # a rejection is a parse outcome too; it costs the same work
 
@@ -54,7 +57,7 @@ def _runner(method: str):  # type: ignore[no-untyped-def]
 
         def run_json(raw: bytes) -> object:
             try:
-                return [r.model_dump_json() for r in parse_message(raw)]
+                return [r.model_dump_json() for r in parse_message(raw, trap=TRAP)]
             except ReportRejected:
                 return None
 
@@ -82,6 +85,11 @@ def worker(method: str, files: list[str], seconds: float) -> None:
     raws = [Path(f).read_bytes() for f in files]
     run = _runner(method)
     failures = sum(run(raw) is None for raw in raws)  # warm-up pass (imports, caches)
+    slowest = 0.0
+    for raw in raws:
+        began = time.perf_counter()
+        run(raw)
+        slowest = max(slowest, time.perf_counter() - began)
     done = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -120,6 +128,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--bulk", action="store_true", help="add ../shared/corpus-bulk to the mix")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--trap", action="store_true", help="parse in trap mode (for the bulk junk)")
     parser.add_argument("--worker")
     parser.add_argument("files", nargs="*")
     args = parser.parse_args()
@@ -129,13 +138,18 @@ def main() -> None:
     if not args.corpus.is_dir():
         raise SystemExit(f"corpus not found at {args.corpus}")
 
+    if args.trap:
+        os.environ["ABUSEPIPE_BENCH_TRAP"] = "1"
     mix = corpus_files(args.corpus, args.bulk, "mix")
     size = sum(p.stat().st_size for p in mix)
     print(f"corpus mix: {len(mix)} files, {size / len(mix) / 1024:.1f} KiB mean, one core each")
     results = {m: measure(m, mix, args.seconds) for m in ("stdlib", "abusepipe", "abusepipe-json")}
     for method, r in results.items():
         if r:
-            print(f"  {method:16} {r['rate']:9.0f} msg/s   peak RSS {r['peak_rss_mib']:6.1f} MiB")
+            print(
+                f"  {method:16} {r['rate']:9.0f} msg/s   peak RSS {r['peak_rss_mib']:6.1f} MiB"
+                f"   slowest message {r['slowest_ms']:6.1f} ms"
+            )
     if results["stdlib"] and results["abusepipe"]:
         print(
             f"  abusepipe is {results['abusepipe']['rate'] / results['stdlib']['rate']:.2f}x the stdlib floor"

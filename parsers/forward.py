@@ -22,16 +22,19 @@ _DATE_LABELS = (
     "date|sent|datum|gesendet|envoyé|enviado|fecha|data|inviato|verzonden|skickat|sendt|wysłano|дата"
 )
 _TO_LABELS = "to|an|à|a|para|aan|till|til|do|кому|címzett|vastaanottaja"
+# Every pattern here runs on attacker-controlled text: one character class per run of blanks and no
+# nested or adjacent unbounded quantifiers, so matching stays linear in the text.
 _LABEL = re.compile(
-    rf"^[ \t>]*\**[ \t]*(?P<label>{_FROM_LABELS}|{_SUBJECT_LABELS}|{_DATE_LABELS}|{_TO_LABELS}|cc|reply-to)"
-    r"[ \t]*\**[ \t]*:[ \t]*\**[ \t]*(?P<value>.*?)[ \t]*$",
-    re.IGNORECASE | re.MULTILINE,
+    rf"[ \t>*]*(?P<label>{_FROM_LABELS}|{_SUBJECT_LABELS}|{_DATE_LABELS}|{_TO_LABELS}|cc|reply-to)"
+    r"[ \t*]*:(?P<value>.*)",
+    re.IGNORECASE,
 )
 _WROTE = re.compile(
-    r"^[ \t>]*(?:On|Am|Le|El|Il|Op)\s+(?P<date>.{4,80}?),?\s+(?P<who>[^\n]{0,200}?<?[\w.+-]+@[\w.-]+>?)\s*"
-    r"(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef)\s*:\s*$",
+    r"^[ \t>]*(?:On|Am|Le|El|Il|Op)[ \t](?P<line>[^\r\n]{4,400}?)(?:wrote|schrieb|a écrit|escribió|"
+    r"ha scritto|schreef)[ \t]*:[ \t]*\r?$",
     re.IGNORECASE | re.MULTILINE,
 )
+_WHO = re.compile(r"<?[\w.+-]+@[\w-]+(?:\.[\w-]+)+>?")
 _FWD_PREFIX = re.compile(r"^\s*((fwd?|fw|wg|tr|rv|enc|doorst|vs|i)\s*:\s*)+", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]{0,2000}>")
 _PHISH_RCPT = re.compile(r"^(phish|phishing|fraud)[@+._-]", re.IGNORECASE)
@@ -125,27 +128,46 @@ class InlineForward:
         self.body = body
 
 
+def _value(match: re.Match[str]) -> str:
+    return match.group("value").strip(" \t*")
+
+
 def find_inline(text: str, outer_subject: str | None) -> InlineForward | None:
     """A forwarded header block (localised labels) or an `On ..., X wrote:` line in `text`."""
-    matches = list(_LABEL.finditer(text))
-    for index, match in enumerate(matches):
-        if _label_kind(match.group("label")) != "from" or not match.group("value"):
+    lines = text.splitlines()
+    # (line number, label kind, value) of each label line; only lines with an early colon can be one.
+    labels = []
+    for number, line in enumerate(lines):
+        colon = line.find(":", 0, 40)
+        if colon < 0:
             continue
-        block = {"from": match.group("value")}
-        end = match.end()
-        for follower in matches[index + 1 : index + 8]:
-            gap = text[end : follower.start()]
-            if gap.count("\n") > 2:
+        match = _LABEL.match(line)
+        if match:
+            labels.append((number, _label_kind(match.group("label")), _value(match)))
+    for index, (number, kind, value) in enumerate(labels):
+        if kind != "from" or not value:
+            continue
+        block = {"from": value}
+        last = number
+        for follower, follower_kind, follower_value in labels[index + 1 : index + 8]:
+            if follower - last > 2:
                 break
-            kind = _label_kind(follower.group("label"))
-            block.setdefault(kind, follower.group("value"))
-            end = follower.end()
+            block.setdefault(follower_kind, follower_value)
+            last = follower
         if "subject" in block or "date" in block:
-            return InlineForward(block["from"], block.get("subject"), block.get("date"), text[end:])
-    wrote = _WROTE.search(text)
-    if wrote:
+            body = "\n".join(lines[last + 1 :])
+            return InlineForward(block["from"], block.get("subject"), block.get("date"), body)
+    for wrote in _WROTE.finditer(text):
+        line = wrote.group("line")
+        who = _WHO.search(line)
+        if who is None:
+            continue
+        date = line[: who.start()].rstrip(' ,"') or None
+        name_start = date.rfind(",") if date else -1
+        if date and name_start > 0:
+            date = date[:name_start].strip()  # "28/10/2021 12:46, "John Doe"": the name is not the date
         subject = _FWD_PREFIX.sub("", outer_subject or "") or None
-        return InlineForward(wrote.group("who").strip(), subject, wrote.group("date"), text[wrote.end() :])
+        return InlineForward(line[: who.end()].strip(), subject, date, text[wrote.end() :])
     return None
 
 

@@ -9,9 +9,17 @@ from collections.abc import Iterable
 from email.message import Message
 from functools import lru_cache
 
-# flanker builds ply parsers at import time and logs grammar warnings; they are noise to users.
+# flanker builds ply parsers at import time and logs grammar warnings, and its lexer logs every address it
+# cannot tokenise (setting its own level); both are noise to users, so they are silenced at the source.
 logging.getLogger("flanker").setLevel(logging.ERROR)
 from flanker.addresslib import address as flanker_address  # noqa: E402
+
+for _name in (
+    "flanker.addresslib._parser.lexer",
+    "flanker.addresslib._parser.parser",
+    "flanker.addresslib.address",
+):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 _FOLD = re.compile(r"\r?\n[ \t]*|\r[ \t]*")
 _ANGLE = re.compile(r"<([^<>\s]+)>")

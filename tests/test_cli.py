@@ -95,3 +95,16 @@ def test_schema_command_prints_json_schema() -> None:
     assert {"ip", "handoff_ip", "platform", "tenant_id"} <= set(source)
     original = schema["$defs"]["Original"]["properties"]
     assert {"message_id", "subject", "from_domain"} <= set(original)
+
+
+def test_library_log_noise_is_silenced() -> None:
+    raw = junk(
+        headers=[
+            ("From", "a:;b <x@y.example>"),
+            ("Subject", "x"),
+            ("Received", "from a (a [8.8.8.8]) by b with ESMTP; Mon"),
+        ]
+    )
+    result = run("parse", "--trap", "-", stdin=raw)
+    assert result.returncode == 0
+    assert result.stderr == b""
