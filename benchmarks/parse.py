@@ -108,6 +108,7 @@ def worker(method: str, files: list[str], seconds: float) -> None:
                 "no_result": failures,
                 "files": len(raws),
                 "bytes": sum(map(len, raws)),
+                "slowest_ms": slowest * 1000,
             }
         )
     )
