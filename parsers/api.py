@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import email.utils
+from datetime import UTC, datetime
 
 from abusepipe.errors import ReportRejected
 from parsers.context import ParseContext
@@ -79,6 +80,7 @@ def _parse(
         trap=trap,
         defects=defects,
     )
+    ctx.report_date = report_date(headers, trap=trap)
     if trap:
         return [_trap(ctx)]
     if is_msg(raw):
@@ -100,6 +102,26 @@ def _parse(
         "not an abuse report: no ARF/X-ARF/SpamCop/JMRP structure, no attached or inline-forwarded message"
         " (use --trap for a mailbox where each message is the junk)"
     )
+
+
+def report_date(headers: HeaderIndex, *, trap: bool) -> datetime | None:
+    """The report's own date: the Date header, or for trap mail the newest Received stamp (our MTA's)."""
+    value = None
+    if trap:
+        received = headers.get("received")
+        if received and ";" in received:
+            value = received.rsplit(";", 1)[1]
+    if value is None:
+        value = headers.get("date")
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 def _trap(ctx: ParseContext) -> AbuseReport:

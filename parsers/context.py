@@ -24,6 +24,7 @@ class ParseContext:
     trap: bool
     defects: Defects = field(default_factory=Defects)
     input_sha256: str = ""
+    report_date: datetime | None = None
 
     def __post_init__(self) -> None:
         if not self.input_sha256:

@@ -165,6 +165,7 @@ def make_report(
         format=format,
         feedback_type=feedback_type,
         received_at=ctx.received_at,
+        report_date=ctx.report_date,
         input_sha256=ctx.input_sha256,
         part=index,
         reporter=reporter,

@@ -172,6 +172,9 @@ class AbuseReport(_Model):
     format: str = Field(description="contract: how it arrived (see FORMATS)")
     feedback_type: str = Field(description="contract: abuse, fraud, virus, other, not-spam, ...")
     received_at: datetime | None = Field(None, description="when abusepipe received the input")
+    report_date: datetime | None = Field(
+        None, description="when the report was sent: its Date header, or for trap mail the trap MTA's stamp"
+    )
     input_sha256: str = Field(description="hash of the whole input message")
     part: int = Field(0, description="index of this report among the input's reports")
     reporter: Reporter = Field(default_factory=Reporter)
