@@ -4,22 +4,44 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from abusepipe import __version__
 from abusepipe.errors import AbusepipeError, ConfigError, ReportRejected
+from abusepipe.output import FORMATS, render, table
+from abusepipe.progress import ingest_progress
 from abusepipe.settings import Settings
+from ingest.runner import DEFAULT_BATCH, ParseOptions, ingest
+from ingest.sources import PathSource
 from parsers import TrustPolicy, parse_message
 from schemas import json_schema
+from sinks.offenders import KINDS
+from sinks.queries import (
+    dead_letter,
+    dead_letters,
+    offender_detail,
+    parse_since,
+    report_document,
+    report_raw,
+    top_offenders,
+)
+from sinks.store import ReportStore, StoreUnavailable
 
 EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_UNREADABLE = 1
 EXIT_REJECTED = 2
 EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: an MTA keeps the message and retries
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +62,66 @@ def _parser() -> argparse.ArgumentParser:
         help="a network of your own relays, trusted in the Received walk (repeatable)",
     )
     commands.add_parser("schema", help="print the JSON Schema of a normalized report")
+
+    ingest = commands.add_parser(
+        "ingest", help="parse and store mail: files, directories, Maildir folders, mbox files; - for stdin"
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("--trap", action="store_true", help="each message is the junk itself (spam trap)")
+    ingest.add_argument("--trusted-network", action="append", default=[], metavar="CIDR")
+    ingest.add_argument("--batch", type=_positive, default=DEFAULT_BATCH, help="messages per transaction")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    _store_option(ingest)
+
+    offenders = commands.add_parser("offenders", help="rank offending sources")
+    offenders.add_argument("--by", required=True, choices=KINDS, help="offender kind")
+    offenders.add_argument("--since", help="window: 24h, 7d, 2w, or a date (2026-11-01)")
+    offenders.add_argument("--top", type=_positive, default=20)
+    offenders.add_argument("--sort", choices=("reports", "reporters"), default="reports")
+    offenders.add_argument("--format", choices=FORMATS, default="table")
+    _store_option(offenders)
+
+    offender = commands.add_parser("offender", help="one offender: totals, timeline, related keys, reports")
+    offender.add_argument("kind", choices=KINDS)
+    offender.add_argument("key")
+    offender.add_argument("--days", type=_positive, default=30, help="timeline length in days")
+    offender.add_argument("--format", choices=("table", "json"), default="table")
+    _store_option(offender)
+
+    report = commands.add_parser("report", help="one stored report, or its original bytes")
+    report.add_argument("report_id")
+    report.add_argument("--raw", action="store_true", help="print the original message bytes")
+    _store_option(report)
+
+    deadletter = commands.add_parser("deadletter", help="messages that yielded no report")
+    dl_commands = deadletter.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dl_list = dl_commands.add_parser("list", help="the latest dead letters")
+    dl_list.add_argument("--limit", type=_positive, default=50)
+    dl_list.add_argument("--format", choices=FORMATS, default="table")
+    _store_option(dl_list)
+    dl_show = dl_commands.add_parser("show", help="one dead letter: reason and raw bytes")
+    dl_show.add_argument("id", type=int)
+    dl_show.add_argument("--raw", action="store_true", help="print only the original message bytes")
+    _store_option(dl_show)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="SQLAlchemy URL of the store (default: ABUSEPIPE_DATABASE_URL or SQLite)",
+    )
 
 
 def _read(name: str) -> bytes:
@@ -88,7 +169,153 @@ def _cmd_schema(_: argparse.Namespace, __: Settings) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"parse": _cmd_parse, "schema": _cmd_schema}
+def _store_url(args: argparse.Namespace, settings: Settings) -> str:
+    url: str = args.database or settings.store_url()
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def _display_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def _open_store(args: argparse.Namespace, settings: Settings) -> ReportStore:
+    return ReportStore.open(_store_url(args, settings))
+
+
+def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        trust = TrustPolicy.from_cidrs([*settings.trusted_networks, *args.trusted_network])
+    except ValueError as exc:
+        raise ConfigError(f"--trusted-network: {exc}") from exc
+    options = ParseOptions(trap=args.trap, trust=trust, limits=settings.parse_limits())
+    url = _store_url(args, settings)
+    source = PathSource(args.paths, max_bytes=options.limits.max_message_bytes)
+    store = ReportStore.open(url)
+    try:
+        with ingest_progress(
+            enabled=not args.quiet and sys.stderr.isatty(), total=source.total_bytes()
+        ) as tick:
+            summary = ingest(source, store, options, batch_size=args.batch, on_progress=tick)
+    finally:
+        store.close()
+    for error in summary.unreadable:
+        print(f"{error.source}: cannot read: {error.reason}", file=sys.stderr)
+    if not args.quiet:
+        print(f"abusepipe: {summary.line()} into {_display_url(url)}", file=sys.stderr)
+    return EXIT_UNREADABLE if summary.unreadable else EXIT_OK
+
+
+def _cmd_offenders(args: argparse.Namespace, settings: Settings) -> int:
+    now = datetime.now(UTC)
+    since = parse_since(args.since, now)
+    store = _open_store(args, settings)
+    try:
+        with store.connect() as connection:
+            rows = top_offenders(connection, args.by, now=now, since=since, top=args.top, sort=args.sort)
+    finally:
+        store.close()
+    columns = ["key", "reports", "reporters", "all_reports", "first_seen", "last_seen"]
+    print(
+        render(
+            [asdict(row) for row in rows],
+            columns if args.format == "table" else ["kind", *columns],
+            args.format,
+        )
+    )
+    return EXIT_OK
+
+
+def _cmd_offender(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(args, settings)
+    try:
+        with store.connect() as connection:
+            detail = offender_detail(connection, args.kind, args.key, now=datetime.now(UTC), days=args.days)
+    finally:
+        store.close()
+    if detail is None:
+        print(f"abusepipe: no reports for {args.kind} {args.key}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if args.format == "json":
+        print(json.dumps(detail.as_dict(), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(
+        f"{detail.kind} {detail.key}: {detail.junk_reports} junk reports of {detail.reports}, "
+        f"{detail.reporters} distinct reporters, first seen {detail.first_seen}, last seen {detail.last_seen}"
+    )
+    mix = ", ".join(f"{name} {n}" for name, n in detail.feedback_types.items() if n)
+    print(f"feedback types: {mix or 'none'}")
+    print("\ntimeline (junk / all reports per day):")
+    print(table(detail.timeline, ["day", "reports", "all_reports"]))
+    for kind, keys in detail.related.items():
+        print(f"\nrelated {kind}: " + ", ".join(f"{k['key']} ({k['reports']})" for k in keys))
+    print("\nlatest reports:")
+    print(
+        table(
+            detail.latest_reports, ["seen_at", "report_id", "format", "feedback_type", "reporter", "subject"]
+        )
+    )
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(args, settings)
+    try:
+        with store.connect() as connection:
+            found: object = (report_raw if args.raw else report_document)(connection, args.report_id)
+    finally:
+        store.close()
+    if found is None:
+        print(f"abusepipe: no report {args.report_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if isinstance(found, bytes):
+        sys.stdout.buffer.write(found)
+        sys.stdout.flush()
+    else:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _cmd_deadletter(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(args, settings)
+    try:
+        with store.connect() as connection:
+            if args.action == "list":
+                letters = dead_letters(connection, limit=args.limit)
+                columns = ["id", "received_at", "source", "reason", "size"]
+                print(render([asdict(x) for x in letters], columns, args.format))
+                return EXIT_OK
+            found = dead_letter(connection, args.id)
+    finally:
+        store.close()
+    if found is None:
+        print(f"abusepipe: no dead letter {args.id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    letter, raw = found
+    if not args.raw:
+        print(
+            f"dead letter {letter.id}: {letter.reason}\nsource: {letter.source}\n"
+            f"received: {letter.received_at}\nsize: {letter.size} bytes, sha256 {letter.input_sha256}\n"
+        )
+        sys.stdout.flush()
+    sys.stdout.buffer.write(raw)
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+COMMANDS = {
+    "parse": _cmd_parse,
+    "schema": _cmd_schema,
+    "ingest": _cmd_ingest,
+    "offenders": _cmd_offenders,
+    "offender": _cmd_offender,
+    "report": _cmd_report,
+    "deadletter": _cmd_deadletter,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,14 +330,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    except StoreUnavailable as exc:
+        print(f"abusepipe: error: {exc} (nothing was acknowledged; try again)", file=sys.stderr)
+        return EXIT_TEMPFAIL
     except AbusepipeError as exc:
         print(f"abusepipe: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
     except BrokenPipeError:
         sys.stderr.close()
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # last resort: a bug must still give one clear line, not a traceback
+        if os.environ.get("ABUSEPIPE_DEBUG"):
+            raise
+        print(
+            f"abusepipe: internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]});"
+            " rerun with ABUSEPIPE_DEBUG=1 for details and please report it",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from parsers.limits import DEFAULT_LIMITS, ParseLimits
 
 
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "abusepipe"
+
+
+def settings_file() -> Path:
+    """`ABUSEPIPE_CONFIG`, else `abusepipe.toml` in the current directory (read only when present)."""
+    return Path(os.environ.get("ABUSEPIPE_CONFIG", "abusepipe.toml"))
+
+
 class Settings(BaseSettings):
+    """Environment (`ABUSEPIPE_*`) overrides the settings file, which overrides the defaults."""
+
     model_config = SettingsConfigDict(env_prefix="ABUSEPIPE_", frozen=True, extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL; default: a SQLite file in the data directory"
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
 
     trusted_networks: tuple[str, ...] = Field(
         default=(), description="CIDRs of the operator's own relays, trusted in the Received walk"
@@ -18,6 +43,27 @@ class Settings(BaseSettings):
     max_parts: int = DEFAULT_LIMITS.max_parts
     max_depth: int = DEFAULT_LIMITS.max_depth
     max_decoded_bytes: int = DEFAULT_LIMITS.max_decoded_bytes
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=settings_file()),
+            file_secret_settings,
+        )
+
+    def store_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'abusepipe.sqlite3'}"
 
     def parse_limits(self) -> ParseLimits:
         return ParseLimits(

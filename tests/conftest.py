@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, make_url, text
 
 from parsers import parse_message
 from schemas import AbuseReport
+from sinks.store import ReportStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "samples"
@@ -26,3 +30,42 @@ def one(raw: bytes, **kwargs: object) -> AbuseReport:
 
 requires_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not present at {CORPUS}")
 requires_bulk = pytest.mark.skipif(not BULK.is_dir(), reason=f"bulk corpus not present at {BULK}")
+
+
+# --- stores: every store test runs on SQLite and on a real PostgreSQL ------------------------------------
+
+POSTGRES_URL = os.environ.get("ABUSEPIPE_TEST_POSTGRES_URL")
+
+
+def _postgres_database() -> Iterator[str]:
+    if not POSTGRES_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: ABUSEPIPE_TEST_POSTGRES_URL is not set")
+        pytest.skip("no PostgreSQL: set ABUSEPIPE_TEST_POSTGRES_URL (scripts/test starts one)")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[ReportStore]:
+    opened = ReportStore.open(database_url)
+    try:
+        yield opened
+    finally:
+        opened.close()

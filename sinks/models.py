@@ -1,0 +1,152 @@
+"""The SQL schema of the report store (SQLAlchemy 2 Core tables; Alembic migrations create them).
+
+Offender aggregates are maintained on write so that analyst queries never scan reports: totals per
+offender, hourly buckets for windows, and reporter sets for distinct-reporter counts.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+KEY = 320  # an e-mail domain or URL host fits; longer keys are truncated by the writer
+
+raw_messages = Table(
+    "raw_messages",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False, comment="zlib-compressed original bytes"),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+reports = Table(
+    "reports",
+    metadata,
+    Column("report_id", String(64), primary_key=True),
+    Column("input_sha256", String(64), nullable=False, index=True),
+    Column("part", Integer, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("format", String(40), nullable=False),
+    Column("feedback_type", String(40), nullable=False),
+    Column("junk", Boolean, nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("reporter", String(KEY), nullable=False),
+    Column("source_ip", String(64)),
+    Column("handoff_ip", String(64)),
+    Column("platform", String(40)),
+    Column("tenant_id", String(64)),
+    Column("from_domain", String(KEY)),
+    Column("mail_from_domain", String(KEY)),
+    Column("message_id", Text),
+    Column("subject", Text),
+    Column("document", Text, nullable=False, comment="the normalized report as JSON"),
+)
+
+report_urls = Table(
+    "report_urls",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("report_id", String(64), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("host", String(KEY)),
+    Column("registrable_domain", String(KEY), index=True),
+)
+
+report_offenders = Table(
+    "report_offenders",
+    metadata,
+    Column("kind", String(24), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("report_id", String(64), primary_key=True),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+    Index("ix_report_offenders_latest", "kind", "key", "seen_at"),
+    Index("ix_report_offenders_report", "report_id"),
+)
+
+FEEDBACK_COLUMNS = {
+    "abuse": "n_abuse",
+    "fraud": "n_fraud",
+    "virus": "n_virus",
+    "other": "n_other",
+    "not-spam": "n_not_spam",
+    "auth-failure": "n_auth_failure",
+    "opt-out": "n_opt_out",
+}
+
+offenders = Table(
+    "offenders",
+    metadata,
+    Column("kind", String(24), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("reports", Integer, nullable=False),
+    Column("junk_reports", Integer, nullable=False),
+    Column("reporters", Integer, nullable=False, comment="distinct reporters of junk"),
+    *(Column(name, Integer, nullable=False) for name in FEEDBACK_COLUMNS.values()),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Index("ix_offenders_by_reports", "kind", "junk_reports"),
+    Index("ix_offenders_by_reporters", "kind", "reporters"),
+)
+
+offender_hours = Table(
+    "offender_hours",
+    metadata,
+    Column("kind", String(24), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("hour", Integer, primary_key=True, comment="hours since the Unix epoch (UTC)"),
+    Column("reports", Integer, nullable=False),
+    Column("junk_reports", Integer, nullable=False),
+    Index("ix_offender_hours_window", "kind", "hour"),
+)
+
+offender_reporters = Table(
+    "offender_reporters",
+    metadata,
+    Column("kind", String(24), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("reporter", String(KEY), primary_key=True),
+)
+
+offender_reporter_hours = Table(
+    "offender_reporter_hours",
+    metadata,
+    Column("kind", String(24), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("hour", Integer, primary_key=True),
+    Column("reporter", String(KEY), primary_key=True),
+    Index("ix_offender_reporter_hours_window", "kind", "hour"),
+)
+
+deadletters = Table(
+    "deadletters",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("input_sha256", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("source", Text, nullable=False, comment="where the message came from (path, mbox offset, stdin)"),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False, comment="zlib-compressed original bytes"),
+    Index("ix_deadletters_input_sha256", "input_sha256", unique=True),  # the same bytes are kept once
+)

@@ -1,0 +1,340 @@
+"""Analyst queries, answered from the aggregates (never by scanning all reports).
+
+Every function takes `now` so that windows are reproducible; the CLI passes the current time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, desc, func, select
+
+from abusepipe.errors import ConfigError
+from sinks import models as m
+from sinks.offenders import KINDS
+from sinks.store import decompress, epoch_hour
+
+Sort = Literal["reports", "reporters"]
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([hdw])\s*$", re.IGNORECASE)
+RELATED_SAMPLE = 1000  # related keys are drawn from the offender's latest reports
+
+
+def utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything is stored in UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_since(text: str | None, now: datetime) -> datetime | None:
+    """`24h`, `7d`, `2w`, or an ISO date/time (UTC when no zone is given)."""
+    if not text:
+        return None
+    match = _RELATIVE.match(text)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2).lower()
+        return (
+            now
+            - {"h": timedelta(hours=amount), "d": timedelta(days=amount), "w": timedelta(weeks=amount)}[unit]
+        )
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ConfigError(
+            f"--since: {text!r} is neither a window (24h, 7d, 2w) nor a date (2026-11-01)"
+        ) from exc
+    return utc(moment)
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown offender kind {kind!r}: choose one of {', '.join(KINDS)}")
+    return kind
+
+
+@dataclass(frozen=True, slots=True)
+class OffenderRow:
+    kind: str
+    key: str
+    reports: int
+    """Junk reports in the window (not-spam and opt-out never count)."""
+    reporters: int
+    """Distinct reporters of junk in the window."""
+    all_reports: int
+    """Every report in the window, whatever its feedback type."""
+    first_seen: str
+    last_seen: str
+
+
+def top_offenders(
+    connection: Connection,
+    kind: str,
+    *,
+    now: datetime,
+    since: datetime | None = None,
+    top: int = 20,
+    sort: Sort = "reports",
+) -> list[OffenderRow]:
+    check_kind(kind)
+    if since is None:
+        return _top_all_time(connection, kind, top, sort)
+    first_hour = epoch_hour(since)
+    hours = m.offender_hours
+    if sort == "reports":
+        ranked = connection.execute(
+            select(
+                hours.c.key,
+                func.sum(hours.c.junk_reports).label("junk"),
+                func.sum(hours.c.reports).label("all"),
+            )
+            .where(hours.c.kind == kind, hours.c.hour >= first_hour)
+            .group_by(hours.c.key)
+            .order_by(desc("junk"), hours.c.key)
+            .limit(top)
+        ).all()
+        keys = [row.key for row in ranked]
+        reporters = _window_reporters(connection, kind, first_hour, keys)
+        counts = {row.key: (int(row.junk), int(row.all)) for row in ranked}
+    else:
+        rh = m.offender_reporter_hours
+        ranked = connection.execute(
+            select(rh.c.key, func.count(func.distinct(rh.c.reporter)).label("n"))
+            .where(rh.c.kind == kind, rh.c.hour >= first_hour)
+            .group_by(rh.c.key)
+            .order_by(desc("n"), rh.c.key)
+            .limit(top)
+        ).all()
+        keys = [row.key for row in ranked]
+        reporters = {row.key: int(row.n) for row in ranked}
+        counts = _window_counts(connection, kind, first_hour, keys)
+    seen = _seen(connection, kind, keys)
+    return [
+        OffenderRow(
+            kind,
+            key,
+            counts.get(key, (0, 0))[0],
+            reporters.get(key, 0),
+            counts.get(key, (0, 0))[1],
+            *seen.get(key, ("", "")),
+        )
+        for key in keys
+    ]
+
+
+def _top_all_time(connection: Connection, kind: str, top: int, sort: Sort) -> list[OffenderRow]:
+    o = m.offenders
+    order = (
+        (desc(o.c.junk_reports), desc(o.c.reporters))
+        if sort == "reports"
+        else (desc(o.c.reporters), desc(o.c.junk_reports))
+    )
+    rows = connection.execute(select(o).where(o.c.kind == kind).order_by(*order, o.c.key).limit(top)).all()
+    return [
+        OffenderRow(
+            kind, r.key, r.junk_reports, r.reporters, r.reports, _iso(r.first_seen), _iso(r.last_seen)
+        )
+        for r in rows
+    ]
+
+
+def _window_reporters(connection: Connection, kind: str, first_hour: int, keys: list[str]) -> dict[str, int]:
+    if not keys:
+        return {}
+    rh = m.offender_reporter_hours
+    rows = connection.execute(
+        select(rh.c.key, func.count(func.distinct(rh.c.reporter)))
+        .where(rh.c.kind == kind, rh.c.hour >= first_hour, rh.c.key.in_(keys))
+        .group_by(rh.c.key)
+    ).all()
+    return {key: int(n) for key, n in rows}
+
+
+def _window_counts(
+    connection: Connection, kind: str, first_hour: int, keys: list[str]
+) -> dict[str, tuple[int, int]]:
+    if not keys:
+        return {}
+    hours = m.offender_hours
+    rows = connection.execute(
+        select(hours.c.key, func.sum(hours.c.junk_reports), func.sum(hours.c.reports))
+        .where(hours.c.kind == kind, hours.c.hour >= first_hour, hours.c.key.in_(keys))
+        .group_by(hours.c.key)
+    ).all()
+    return {key: (int(junk), int(total)) for key, junk, total in rows}
+
+
+def _seen(connection: Connection, kind: str, keys: list[str]) -> dict[str, tuple[str, str]]:
+    if not keys:
+        return {}
+    o = m.offenders
+    rows = connection.execute(
+        select(o.c.key, o.c.first_seen, o.c.last_seen).where(o.c.kind == kind, o.c.key.in_(keys))
+    ).all()
+    return {key: (_iso(first), _iso(last)) for key, first, last in rows}
+
+
+def _iso(moment: datetime | None) -> str:
+    return utc(moment).isoformat() if moment is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class OffenderDetail:
+    kind: str
+    key: str
+    reports: int
+    junk_reports: int
+    reporters: int
+    first_seen: str
+    last_seen: str
+    feedback_types: dict[str, int]
+    timeline: list[dict[str, Any]]
+    """Daily junk and total report counts over the last `days` days (UTC), oldest first."""
+    related: dict[str, list[dict[str, Any]]]
+    """Other offender keys seen in the same reports (e.g. the IPs a tenant used), most frequent first."""
+    latest_reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def offender_detail(
+    connection: Connection,
+    kind: str,
+    key: str,
+    *,
+    now: datetime,
+    days: int = 30,
+    latest: int = 20,
+    related_limit: int = 10,
+) -> OffenderDetail | None:
+    check_kind(kind)
+    key = key.strip().lower()
+    o = m.offenders
+    row = connection.execute(select(o).where(o.c.kind == kind, o.c.key == key)).first()
+    if row is None:
+        return None
+    feedback = {name: int(getattr(row, column)) for name, column in m.FEEDBACK_COLUMNS.items()}
+    first_hour = epoch_hour(now - timedelta(days=days))
+    hours = m.offender_hours
+    buckets = connection.execute(
+        select(hours.c.hour, hours.c.reports, hours.c.junk_reports).where(
+            hours.c.kind == kind, hours.c.key == key, hours.c.hour >= first_hour
+        )
+    ).all()
+    daily: dict[str, list[int]] = {}
+    for hour, total, junk in buckets:
+        day = datetime.fromtimestamp(hour * 3600, UTC).date().isoformat()
+        entry = daily.setdefault(day, [0, 0])
+        entry[0] += int(junk)
+        entry[1] += int(total)
+    timeline = [{"day": day, "reports": v[0], "all_reports": v[1]} for day, v in sorted(daily.items())]
+
+    links = m.report_offenders
+    recent_ids = (
+        select(links.c.report_id)
+        .where(links.c.kind == kind, links.c.key == key)
+        .order_by(desc(links.c.seen_at))
+        .limit(RELATED_SAMPLE)
+        .subquery()
+    )
+    related_rows = connection.execute(
+        select(links.c.kind, links.c.key, func.count().label("n"))
+        .where(links.c.report_id.in_(select(recent_ids.c.report_id)))
+        .where((links.c.kind != kind) | (links.c.key != key))
+        .group_by(links.c.kind, links.c.key)
+        .order_by(desc("n"), links.c.kind, links.c.key)
+    ).all()
+    related: dict[str, list[dict[str, Any]]] = {}
+    for other_kind, other_key, n in related_rows:
+        bucket = related.setdefault(other_kind, [])
+        if len(bucket) < related_limit:
+            bucket.append({"key": other_key, "reports": int(n)})
+
+    r = m.reports
+    latest_rows = connection.execute(
+        select(
+            r.c.report_id,
+            r.c.seen_at,
+            r.c.format,
+            r.c.feedback_type,
+            r.c.reporter,
+            r.c.source_ip,
+            r.c.from_domain,
+            r.c.subject,
+        )
+        .join(links, links.c.report_id == r.c.report_id)
+        .where(links.c.kind == kind, links.c.key == key)
+        .order_by(desc(links.c.seen_at))
+        .limit(latest)
+    ).all()
+    latest_reports = [
+        {
+            "report_id": x.report_id,
+            "seen_at": _iso(x.seen_at),
+            "format": x.format,
+            "feedback_type": x.feedback_type,
+            "reporter": x.reporter,
+            "source_ip": x.source_ip,
+            "from_domain": x.from_domain,
+            "subject": x.subject,
+        }
+        for x in latest_rows
+    ]
+    return OffenderDetail(
+        kind=kind,
+        key=key,
+        reports=int(row.reports),
+        junk_reports=int(row.junk_reports),
+        reporters=int(row.reporters),
+        first_seen=_iso(row.first_seen),
+        last_seen=_iso(row.last_seen),
+        feedback_types=feedback,
+        timeline=timeline,
+        related=related,
+        latest_reports=latest_reports,
+    )
+
+
+def report_document(connection: Connection, report_id: str) -> dict[str, Any] | None:
+    r = m.reports
+    document = connection.execute(select(r.c.document).where(r.c.report_id == report_id)).scalar_one_or_none()
+    return json.loads(document) if document is not None else None
+
+
+def report_raw(connection: Connection, report_id: str) -> bytes | None:
+    r, raw = m.reports, m.raw_messages
+    data = connection.execute(
+        select(raw.c.data).join(r, r.c.input_sha256 == raw.c.sha256).where(r.c.report_id == report_id)
+    ).scalar_one_or_none()
+    return decompress(data) if data is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    received_at: str
+    source: str
+    reason: str
+    size: int
+    input_sha256: str
+
+
+def dead_letters(connection: Connection, *, limit: int = 50) -> list[DeadLetter]:
+    d = m.deadletters
+    rows = connection.execute(
+        select(d.c.id, d.c.received_at, d.c.source, d.c.reason, d.c.size, d.c.input_sha256)
+        .order_by(desc(d.c.id))
+        .limit(limit)
+    ).all()
+    return [DeadLetter(r.id, _iso(r.received_at), r.source, r.reason, r.size, r.input_sha256) for r in rows]
+
+
+def dead_letter(connection: Connection, letter_id: int) -> tuple[DeadLetter, bytes] | None:
+    d = m.deadletters
+    row = connection.execute(select(d).where(d.c.id == letter_id)).first()
+    if row is None:
+        return None
+    letter = DeadLetter(row.id, _iso(row.received_at), row.source, row.reason, row.size, row.input_sha256)
+    return letter, decompress(row.data)

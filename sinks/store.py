@@ -1,0 +1,356 @@
+"""The SQL report store: one transaction per batch writes reports, evidence, dead letters and aggregates.
+
+Re-writing a report that is already stored changes nothing (unique `report_id`, aggregates updated only
+for rows actually inserted), so replays after a crash neither lose nor double-count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from abusepipe.errors import AbusepipeError
+from schemas import AbuseReport
+from sinks import models as m
+from sinks.offenders import is_junk, offender_keys, reporter_key
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+COMPRESSION_LEVEL = 1  # evidence is written far more often than read: favour speed
+EARLIEST_REPORT_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class StoreError(AbusepipeError):
+    """The store failed in a way a retry will not fix (schema, constraint, bad URL)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or refused the transaction for now: retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One input message as ingested: its reports, or why it has none (then it is dead-lettered)."""
+
+    raw: bytes
+    source: str
+    received_at: datetime
+    reports: Sequence[AbuseReport] = ()
+    rejection: str | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    messages: int = 0
+    reports: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    new_report_ids: list[str] = field(default_factory=list)
+
+
+def compress(data: bytes) -> bytes:
+    return zlib.compress(data, COMPRESSION_LEVEL)
+
+
+def decompress(data: bytes) -> bytes:
+    return zlib.decompress(data)
+
+
+def epoch_hour(moment: datetime) -> int:
+    return int(moment.timestamp() // 3600)
+
+
+def seen_at(report: AbuseReport, received_at: datetime) -> datetime:
+    """When the report happened: its own date when plausible, else when we received it."""
+    stated = report.report_date
+    if stated is not None and EARLIEST_REPORT_DATE <= stated <= received_at + timedelta(days=1):
+        return stated.astimezone(UTC)
+    return received_at.astimezone(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")  # durable before we acknowledge
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema up to date (the same Alembic migrations on SQLite and PostgreSQL)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise StoreUnavailable(f"cannot migrate the store: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return " ".join(text.split())[:300]
+
+
+def _insert(connection: Connection, table: Any) -> Any:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _least(connection: Connection, a: Any, b: Any) -> Any:
+    return func.least(a, b) if connection.dialect.name == "postgresql" else func.min(a, b)
+
+
+def _greatest(connection: Connection, a: Any, b: Any) -> Any:
+    return func.greatest(a, b) if connection.dialect.name == "postgresql" else func.max(a, b)
+
+
+class ReportStore:
+    """Writes batches of ingested messages; reads go through `sinks.queries`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> ReportStore:
+        try:
+            engine = make_engine(url)
+        except (SQLAlchemyError, ValueError, ImportError) as exc:
+            raise StoreError(f"cannot open the store {url!r}: {_one_line(exc)}") from exc
+        migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except (OperationalError, DBAPIError) as exc:
+            if getattr(exc, "connection_invalidated", False) or isinstance(exc, OperationalError):
+                raise StoreUnavailable(f"store unavailable: {_one_line(exc)}") from exc
+            raise StoreError(f"store error: {_one_line(exc)}") from exc
+
+    def write(self, batch: Sequence[StoredMessage]) -> BatchResult:
+        """Store a batch in one transaction. Raises `StoreUnavailable` when a retry may succeed."""
+        try:
+            with self.engine.begin() as connection:
+                return write_batch(connection, batch)
+        except OperationalError as exc:
+            raise StoreUnavailable(f"store unavailable: {_one_line(exc)}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable(f"store connection lost: {_one_line(exc)}") from exc
+            raise StoreError(f"store write failed: {_one_line(exc)}") from exc
+
+
+def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> BatchResult:
+    """Write within the caller's transaction (the Kafka consumer adds its offsets to the same one)."""
+    result = BatchResult(messages=len(batch))
+    raw_rows: dict[str, dict[str, Any]] = {}
+    report_rows: list[dict[str, Any]] = []
+    by_id: dict[str, tuple[AbuseReport, datetime]] = {}
+    dead_rows: list[dict[str, Any]] = []
+    for item in batch:
+        if not item.reports:
+            dead_rows.append(_dead_row(item))
+            continue
+        sha = item.reports[0].input_sha256
+        if sha not in raw_rows:
+            raw_rows[sha] = {
+                "sha256": sha,
+                "size": len(item.raw),
+                "data": compress(item.raw),
+                "received_at": item.received_at,
+            }
+        for report in item.reports:
+            if report.report_id in by_id:
+                continue
+            moment = seen_at(report, item.received_at)
+            by_id[report.report_id] = (report, moment)
+            report_rows.append(_report_row(report, moment, item.received_at))
+
+    if raw_rows:
+        connection.execute(
+            _insert(connection, m.raw_messages).on_conflict_do_nothing(), list(raw_rows.values())
+        )
+    new_ids: list[str] = []
+    if report_rows:
+        stmt = _insert(connection, m.reports).on_conflict_do_nothing().returning(m.reports.c.report_id)
+        new_ids = [row[0] for row in connection.execute(stmt, report_rows)]
+    if dead_rows:
+        unique = list({row["input_sha256"]: row for row in dead_rows}.values())
+        stmt = _insert(connection, m.deadletters).on_conflict_do_nothing(index_elements=["input_sha256"])
+        connection.execute(stmt, unique)
+    result.dead_lettered = len(dead_rows)
+    result.reports = len(new_ids)
+    result.duplicates = len(report_rows) - len(new_ids)
+    result.new_report_ids = new_ids
+    if new_ids:
+        _aggregate(connection, [by_id[report_id] for report_id in sorted(new_ids)])
+    return result
+
+
+def _dead_row(item: StoredMessage) -> dict[str, Any]:
+    return {
+        "input_sha256": hashlib.sha256(item.raw).hexdigest(),
+        "reason": (item.rejection or "no report")[:2000],
+        "source": item.source[:2000],
+        "received_at": item.received_at,
+        "size": len(item.raw),
+        "data": compress(item.raw),
+    }
+
+
+def _report_row(report: AbuseReport, moment: datetime, received_at: datetime) -> dict[str, Any]:
+    original, source = report.original, report.source
+    return {
+        "report_id": report.report_id,
+        "input_sha256": report.input_sha256,
+        "part": report.part,
+        "schema_version": report.schema_version,
+        "format": report.format[:40],
+        "feedback_type": report.feedback_type[:40],
+        "junk": is_junk(report),
+        "seen_at": moment,
+        "received_at": report.received_at or received_at,
+        "reporter": reporter_key(report),
+        "source_ip": source.ip,
+        "handoff_ip": source.handoff_ip,
+        "platform": source.platform,
+        "tenant_id": source.tenant_id,
+        "from_domain": original.from_domain[:320] if original.from_domain else None,
+        "mail_from_domain": original.mail_from_domain[:320] if original.mail_from_domain else None,
+        "message_id": original.message_id,
+        "subject": original.subject,
+        "document": report.model_dump_json(),
+    }
+
+
+def _aggregate(connection: Connection, new: list[tuple[AbuseReport, datetime]]) -> None:
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    hours: dict[tuple[str, str, int], list[int]] = {}
+    links: list[dict[str, Any]] = []
+    urls: list[dict[str, Any]] = []
+    reporter_pairs: set[tuple[str, str, str]] = set()
+    reporter_hours: set[tuple[str, str, int, str]] = set()
+    for report, moment in new:
+        junk = is_junk(report)
+        hour = epoch_hour(moment)
+        reporter = reporter_key(report)
+        column = m.FEEDBACK_COLUMNS.get(report.feedback_type, "n_other")
+        for url in report.original.urls[:200]:
+            urls.append(
+                {
+                    "report_id": report.report_id,
+                    "url": url.url,
+                    "host": url.host,
+                    "registrable_domain": url.registrable_domain,
+                }
+            )
+        for kind, key in offender_keys(report):
+            links.append({"kind": kind, "key": key, "report_id": report.report_id, "seen_at": moment})
+            row = totals.get((kind, key))
+            if row is None:
+                row = totals[(kind, key)] = _empty_total(kind, key, moment)
+            row["reports"] += 1
+            row["junk_reports"] += junk
+            row[column] += 1
+            row["first_seen"] = min(row["first_seen"], moment)
+            row["last_seen"] = max(row["last_seen"], moment)
+            bucket = hours.setdefault((kind, key, hour), [0, 0])
+            bucket[0] += 1
+            bucket[1] += junk
+            if junk:
+                reporter_pairs.add((kind, key, reporter))
+                reporter_hours.add((kind, key, hour, reporter))
+
+    connection.execute(_insert(connection, m.report_offenders).on_conflict_do_nothing(), links)
+    if urls:
+        connection.execute(m.report_urls.insert(), urls)
+    _upsert_totals(connection, [totals[k] for k in sorted(totals)])
+    hour_rows = [
+        {"kind": k, "key": key, "hour": h, "reports": v[0], "junk_reports": v[1]}
+        for (k, key, h), v in sorted(hours.items())
+    ]
+    stmt = _insert(connection, m.offender_hours)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["kind", "key", "hour"],
+        set_={
+            "reports": m.offender_hours.c.reports + stmt.excluded.reports,
+            "junk_reports": m.offender_hours.c.junk_reports + stmt.excluded.junk_reports,
+        },
+    )
+    connection.execute(stmt, hour_rows)
+    if reporter_hours:
+        rows = [{"kind": k, "key": key, "hour": h, "reporter": r} for k, key, h, r in sorted(reporter_hours)]
+        connection.execute(_insert(connection, m.offender_reporter_hours).on_conflict_do_nothing(), rows)
+    if reporter_pairs:
+        rows = [{"kind": k, "key": key, "reporter": r} for k, key, r in sorted(reporter_pairs)]
+        stmt = (
+            _insert(connection, m.offender_reporters)
+            .on_conflict_do_nothing()
+            .returning(m.offender_reporters.c.kind, m.offender_reporters.c.key)
+        )
+        added = Counter((row[0], row[1]) for row in connection.execute(stmt, rows))
+        if added:
+            bump = (
+                update(m.offenders)
+                .where(m.offenders.c.kind == bindparam("b_kind"), m.offenders.c.key == bindparam("b_key"))
+                .values(reporters=m.offenders.c.reporters + bindparam("b_n"))
+            )
+            connection.execute(
+                bump, [{"b_kind": k, "b_key": key, "b_n": n} for (k, key), n in sorted(added.items())]
+            )
+
+
+def _empty_total(kind: str, key: str, moment: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "kind": kind,
+        "key": key,
+        "reports": 0,
+        "junk_reports": 0,
+        "reporters": 0,
+        "first_seen": moment,
+        "last_seen": moment,
+    }
+    for column in m.FEEDBACK_COLUMNS.values():
+        row[column] = 0
+    return row
+
+
+def _upsert_totals(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    table = m.offenders
+    stmt = _insert(connection, table)
+    counters = ["reports", "junk_reports", *m.FEEDBACK_COLUMNS.values()]
+    set_ = {name: table.c[name] + stmt.excluded[name] for name in counters}
+    set_["first_seen"] = _least(connection, table.c.first_seen, stmt.excluded.first_seen)
+    set_["last_seen"] = _greatest(connection, table.c.last_seen, stmt.excluded.last_seen)
+    connection.execute(stmt.on_conflict_do_update(index_elements=["kind", "key"], set_=set_), rows)
+
+
+def count_reports(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(m.reports)).scalar_one())
