@@ -20,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from abusepipe.errors import AbusepipeError
 from schemas import AbuseReport
@@ -93,6 +93,8 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
+    if url.startswith("postgresql+pg8000"):
+        return create_engine(url, pool_pre_ping=True, connect_args={"timeout": 15})
     return create_engine(url, pool_pre_ping=True)
 
 
@@ -104,8 +106,17 @@ def migrate(engine: Engine) -> None:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-    except OperationalError as exc:
-        raise StoreUnavailable(f"cannot migrate the store: {_one_line(exc)}") from exc
+    except SQLAlchemyError as exc:
+        raise classify(exc, "cannot open the store") from exc
+
+
+def classify(exc: SQLAlchemyError, action: str) -> StoreError:
+    """A retry may fix a lost or refused connection (`StoreUnavailable`); nothing fixes the rest."""
+    transient = isinstance(exc, (OperationalError, InterfaceError)) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
+    kind = StoreUnavailable if transient else StoreError
+    return kind(f"{action}: {_one_line(exc)}")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -149,22 +160,16 @@ class ReportStore:
         try:
             with self.engine.connect() as connection:
                 yield connection
-        except (OperationalError, DBAPIError) as exc:
-            if getattr(exc, "connection_invalidated", False) or isinstance(exc, OperationalError):
-                raise StoreUnavailable(f"store unavailable: {_one_line(exc)}") from exc
-            raise StoreError(f"store error: {_one_line(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise classify(exc, "store query failed") from exc
 
     def write(self, batch: Sequence[StoredMessage]) -> BatchResult:
         """Store a batch in one transaction. Raises `StoreUnavailable` when a retry may succeed."""
         try:
             with self.engine.begin() as connection:
                 return write_batch(connection, batch)
-        except OperationalError as exc:
-            raise StoreUnavailable(f"store unavailable: {_one_line(exc)}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable(f"store connection lost: {_one_line(exc)}") from exc
-            raise StoreError(f"store write failed: {_one_line(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise classify(exc, "store write failed") from exc
 
 
 def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> BatchResult:

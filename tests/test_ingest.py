@@ -1,0 +1,153 @@
+"""Intake from files, directories, Maildir, mbox and stdin, through the real `abusepipe ingest` command."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingest.sources import PathSource, RawMessage, SourceError, read_mbox
+from tests.conftest import SAMPLES
+from tests.mail import forward, junk
+
+CMD = [sys.executable, "-m", "abusepipe.cli"]
+
+
+def run(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*CMD, *args], input=stdin, capture_output=True, timeout=120, check=False, env=env)
+
+
+def mbox_of(messages: list[bytes]) -> bytes:
+    out = b""
+    for data in messages:
+        body = b"\n".join(b">" + line if line.startswith(b"From ") else line for line in data.split(b"\n"))
+        out += b"From sender@example.com Mon Jun  1 10:00:00 2026\n" + body.rstrip(b"\n") + b"\n\n"
+    return out
+
+
+def test_mbox_reader_splits_and_unquotes() -> None:
+    first = b"Subject: one\n\nFrom the start of a line\nbye\n"
+    second = b"Subject: two\r\n\r\nbody\r\n"
+    messages = list(read_mbox(io.BytesIO(mbox_of([first, second])), "box", max_bytes=1 << 20))
+    assert [m.data for m in messages] == [first, second]
+    assert [m.source for m in messages] == ["box:0", f"box:{len(mbox_of([first]))}"]
+
+
+def test_mbox_oversized_message_keeps_head_and_size() -> None:
+    big = b"Subject: big\n\n" + b"x" * 5000 + b"\n"
+    (message,) = read_mbox(io.BytesIO(mbox_of([big])), "box", max_bytes=1000)
+    assert message.truncated_from is not None and message.truncated_from > 5000
+    assert len(message.data) <= 1000
+
+
+def test_path_source_files_dirs_maildir(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1").write_bytes(b"Subject: new\n\nx\n")
+    (maildir / "cur" / "2:2,S").write_bytes(b"Subject: cur\n\nx\n")
+    (maildir / "tmp" / "3").write_bytes(b"Subject: half-delivered\n\nx\n")
+    tree = tmp_path / "tree" / "deep"
+    tree.mkdir(parents=True)
+    (tree / "a.eml").write_bytes(b"Subject: a\n\nx\n")
+    (tmp_path / "box.mbox").write_bytes(mbox_of([b"Subject: m1\n\nx\n", b"Subject: m2\n\nx\n"]))
+    items = list(
+        PathSource(
+            [str(maildir), str(tmp_path / "tree"), str(tmp_path / "box.mbox"), str(tmp_path / "missing")],
+            max_bytes=1 << 20,
+        )
+    )
+    subjects = [i.data.split(b"\n", 1)[0].decode() for i in items if isinstance(i, RawMessage)]
+    assert subjects == ["Subject: new", "Subject: cur", "Subject: a", "Subject: m1", "Subject: m2"]
+    errors = [i for i in items if isinstance(i, SourceError)]
+    assert [(e.source, e.reason) for e in errors] == [
+        (str(tmp_path / "missing"), "no such file or directory")
+    ]
+
+
+def test_ingest_command_end_to_end(tmp_path: Path, database_url: str) -> None:
+    inbox = tmp_path / "inbox.mbox"
+    inbox.write_bytes(
+        mbox_of(
+            [
+                (SAMPLES / "flanker_fbl_aol.eml").read_bytes(),
+                junk(),
+                forward([junk()], sender="a@reporter.example"),
+            ]
+        )
+    )
+    first = run("ingest", "--database", database_url, str(inbox))
+    assert first.returncode == 0, first.stderr
+    assert "3 messages: 2 reports stored, 0 duplicates, 1 dead-lettered" in first.stderr.decode()
+    again = run("ingest", "--database", database_url, str(inbox))
+    assert "3 messages: 0 reports stored, 2 duplicates, 1 dead-lettered" in again.stderr.decode()
+    offenders = run("offenders", "--by", "ip", "--format", "json", "--database", database_url)
+    assert offenders.returncode == 0, offenders.stderr
+    rows = json.loads(offenders.stdout)
+    assert {r["key"] for r in rows} == {"173.193.210.34", "8.8.4.4"}
+    letters = json.loads(run("deadletter", "list", "--format", "json", "--database", database_url).stdout)
+    assert letters[0]["reason"].startswith("not an abuse report") and letters[0]["source"].endswith(
+        ".mbox:" + letters[0]["source"].rsplit(":", 1)[1]
+    )
+    shown = run("deadletter", "show", str(letters[0]["id"]), "--raw", "--database", database_url)
+    assert shown.stdout == junk()
+
+
+def test_stdin_exit_codes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pipe.sqlite3'}"
+    accepted = run("ingest", "--quiet", "--database", url, "-", stdin=forward([junk()]))
+    assert accepted.returncode == 0, accepted.stderr
+    # durable before exit 0: a new process finds it
+    report = json.loads(run("offenders", "--by", "ip", "--format", "json", "--database", url).stdout)
+    assert report[0]["key"] == "8.8.4.4"
+    refused = run(
+        "ingest",
+        "--quiet",
+        "--database",
+        "postgresql+pg8000://nobody@127.0.0.1:9/none",
+        "-",
+        stdin=forward([junk()]),
+    )
+    assert refused.returncode == 75
+    assert refused.stderr.decode().startswith("abusepipe: error: ")
+    assert b"Traceback" not in refused.stderr and refused.stderr.count(b"\n") == 1
+
+
+def test_query_command_errors_are_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'q.sqlite3'}"
+    bad_since = run("offenders", "--by", "ip", "--since", "yesterday-ish", "--database", url)
+    assert bad_since.returncode == 2
+    assert bad_since.stderr.decode().startswith("abusepipe: error: --since: 'yesterday-ish' is neither")
+    missing = run("report", "0" * 32, "--database", url)
+    assert missing.returncode == 3 and missing.stderr.decode().strip() == f"abusepipe: no report {'0' * 32}"
+    bad_kind = run("offenders", "--by", "planet", "--database", url)
+    assert bad_kind.returncode == 2 and b"invalid choice" in bad_kind.stderr
+
+
+@pytest.mark.parametrize("size_mb", [200])
+def test_large_mbox_in_bounded_memory(tmp_path: Path, size_mb: int) -> None:
+    """Reading a mbox much larger than the memory it may use (measured in a fresh process)."""
+    message = forward([junk()])
+    box = tmp_path / "large.mbox"
+    chunk = mbox_of([message]) * 100
+    with box.open("wb") as handle:
+        while handle.tell() < size_mb * 1024 * 1024:
+            handle.write(chunk)
+    # VmHWM is this process's own peak; ru_maxrss would include the forking parent's (Linux keeps it).
+    probe = (
+        "import re, sys\n"
+        "from ingest.sources import PathSource\n"
+        "n = sum(1 for _ in PathSource([sys.argv[1]], max_bytes=1 << 20))\n"
+        "peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024\n"
+        "print(n, peak)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(box)], capture_output=True, text=True, check=True)
+    messages, peak_mib = map(int, out.stdout.split())
+    assert messages == box.stat().st_size // len(mbox_of([message]))
+    assert peak_mib < 64, f"peak RSS {peak_mib} MiB for a {size_mb} MiB mbox"
