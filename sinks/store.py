@@ -7,19 +7,21 @@ for rows actually inserted), so replays after a crash neither lose nor double-co
 from __future__ import annotations
 
 import hashlib
+import socket
 import zlib
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pg8000.legacy
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, cast, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from abusepipe.errors import AbusepipeError
@@ -94,8 +96,31 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if url.startswith("postgresql+pg8000"):
-        return create_engine(url, pool_pre_ping=True, connect_args={"timeout": 15})
+        engine = create_engine(url, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT})
+        event.listen(engine, "do_connect", _pg8000_nodelay_socket)
+        return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _pg8000_nodelay_socket(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> Any:
+    """pg8000 leaves Nagle's algorithm on; a statement sent in several segments then waits for the
+    server's delayed ACK (40 ms each). Hand it a TCP socket with TCP_NODELAY instead."""
+    if params.get("unix_sock") or params.get("ssl_context"):
+        return None  # SQLAlchemy connects as usual
+    host = params.get("host", "localhost")
+    port = int(params.get("port", 5432))
+    try:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot connect to PostgreSQL at {host}:{port}: {exc.strerror or exc}"
+        ) from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.settimeout(None)
+    options = {k: v for k, v in params.items() if k not in ("host", "port")}
+    # pg8000.connect() does not pass `sock` on; its DB-API Connection class does.
+    return pg8000.legacy.Connection(sock=sock, **options)
 
 
 def migrate(engine: Engine) -> None:
@@ -127,6 +152,57 @@ def _one_line(exc: BaseException) -> str:
 def _insert(connection: Connection, table: Any) -> Any:
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+PG_CHUNK = 5000
+CONNECT_TIMEOUT = 15
+
+
+def insert_rows(
+    connection: Connection,
+    table: Any,
+    rows: list[dict[str, Any]],
+    *,
+    conflict: Callable[[Any], Any] | None = None,
+    returning: Sequence[Any] = (),
+) -> list[Any]:
+    """Insert many rows in few round trips; `conflict` adds the ON CONFLICT clause.
+
+    PostgreSQL gets one typed array per column and `INSERT ... SELECT FROM unnest(...)`: pg8000 sends a
+    statement per row for executemany, and a multi-row VALUES with thousands of untyped parameters is
+    slow to bind and plan. SQLite, in process, takes plain executemany."""
+    if not rows:
+        return []
+    if connection.dialect.name != "postgresql":
+        stmt = sqlite.insert(table)
+        if conflict is not None:
+            stmt = conflict(stmt)
+        if returning:
+            return list(connection.execute(stmt.returning(*returning), rows).all())
+        connection.execute(stmt, rows)
+        return []
+    out: list[Any] = []
+    columns = list(rows[0])
+    for start in range(0, len(rows), PG_CHUNK):
+        chunk = rows[start : start + PG_CHUNK]
+        arrays = [
+            cast(
+                bindparam(f"c{index}", [row[name] for row in chunk], type_=ARRAY(table.c[name].type)),
+                ARRAY(table.c[name].type),
+            )
+            for index, name in enumerate(columns)
+        ]
+        unnested = func.unnest(*arrays).table_valued(*columns).render_derived()
+        pg_stmt = postgresql.insert(table).from_select(
+            columns, select(*(unnested.c[name] for name in columns))
+        )
+        if conflict is not None:
+            pg_stmt = conflict(pg_stmt)
+        if returning:
+            out.extend(connection.execute(pg_stmt.returning(*returning)).all())
+        else:
+            connection.execute(pg_stmt)
+    return out
 
 
 def _least(connection: Connection, a: Any, b: Any) -> Any:
@@ -198,18 +274,14 @@ def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> Batch
             by_id[report.report_id] = (report, moment)
             report_rows.append(_report_row(report, moment, item.received_at))
 
-    if raw_rows:
-        connection.execute(
-            _insert(connection, m.raw_messages).on_conflict_do_nothing(), list(raw_rows.values())
-        )
-    new_ids: list[str] = []
-    if report_rows:
-        stmt = _insert(connection, m.reports).on_conflict_do_nothing().returning(m.reports.c.report_id)
-        new_ids = [row[0] for row in connection.execute(stmt, report_rows)]
+    insert_rows(connection, m.raw_messages, list(raw_rows.values()), conflict=_do_nothing)
+    inserted = insert_rows(
+        connection, m.reports, report_rows, conflict=_do_nothing, returning=[m.reports.c.report_id]
+    )
+    new_ids = [row[0] for row in inserted]
     if dead_rows:
         unique = list({row["input_sha256"]: row for row in dead_rows}.values())
-        stmt = _insert(connection, m.deadletters).on_conflict_do_nothing(index_elements=["input_sha256"])
-        connection.execute(stmt, unique)
+        insert_rows(connection, m.deadletters, unique, conflict=_do_nothing)
     result.dead_lettered = len(dead_rows)
     result.reports = len(new_ids)
     result.duplicates = len(report_rows) - len(new_ids)
@@ -293,43 +365,40 @@ def _aggregate(connection: Connection, new: list[tuple[AbuseReport, datetime]]) 
                 reporter_pairs.add((kind, key, reporter))
                 reporter_hours.add((kind, key, hour, reporter))
 
-    connection.execute(_insert(connection, m.report_offenders).on_conflict_do_nothing(), links)
-    if urls:
-        connection.execute(m.report_urls.insert(), urls)
+    insert_rows(connection, m.report_offenders, links, conflict=_do_nothing)
+    insert_rows(connection, m.report_urls, urls)
+    if reporter_hours:
+        rows = [{"kind": k, "key": key, "hour": h, "reporter": r} for k, key, h, r in sorted(reporter_hours)]
+        insert_rows(connection, m.offender_reporter_hours, rows, conflict=_do_nothing)
+    if reporter_pairs:
+        rows = [{"kind": k, "key": key, "reporter": r} for k, key, r in sorted(reporter_pairs)]
+        table = m.offender_reporters
+        added = insert_rows(
+            connection, table, rows, conflict=_do_nothing, returning=[table.c.kind, table.c.key]
+        )
+        for kind, key in added:  # a reporter new to this offender: one more distinct reporter
+            totals[(kind, key)]["reporters"] += 1
     _upsert_totals(connection, [totals[k] for k in sorted(totals)])
     hour_rows = [
         {"kind": k, "key": key, "hour": h, "reports": v[0], "junk_reports": v[1]}
         for (k, key, h), v in sorted(hours.items())
     ]
-    stmt = _insert(connection, m.offender_hours)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["kind", "key", "hour"],
-        set_={
-            "reports": m.offender_hours.c.reports + stmt.excluded.reports,
-            "junk_reports": m.offender_hours.c.junk_reports + stmt.excluded.junk_reports,
-        },
-    )
-    connection.execute(stmt, hour_rows)
-    if reporter_hours:
-        rows = [{"kind": k, "key": key, "hour": h, "reporter": r} for k, key, h, r in sorted(reporter_hours)]
-        connection.execute(_insert(connection, m.offender_reporter_hours).on_conflict_do_nothing(), rows)
-    if reporter_pairs:
-        rows = [{"kind": k, "key": key, "reporter": r} for k, key, r in sorted(reporter_pairs)]
-        stmt = (
-            _insert(connection, m.offender_reporters)
-            .on_conflict_do_nothing()
-            .returning(m.offender_reporters.c.kind, m.offender_reporters.c.key)
+
+    def add_hours(stmt: Any) -> Any:
+        table = m.offender_hours
+        return stmt.on_conflict_do_update(
+            index_elements=["kind", "key", "hour"],
+            set_={
+                "reports": table.c.reports + stmt.excluded.reports,
+                "junk_reports": table.c.junk_reports + stmt.excluded.junk_reports,
+            },
         )
-        added = Counter((row[0], row[1]) for row in connection.execute(stmt, rows))
-        if added:
-            bump = (
-                update(m.offenders)
-                .where(m.offenders.c.kind == bindparam("b_kind"), m.offenders.c.key == bindparam("b_key"))
-                .values(reporters=m.offenders.c.reporters + bindparam("b_n"))
-            )
-            connection.execute(
-                bump, [{"b_kind": k, "b_key": key, "b_n": n} for (k, key), n in sorted(added.items())]
-            )
+
+    insert_rows(connection, m.offender_hours, hour_rows, conflict=add_hours)
+
+
+def _do_nothing(stmt: Any) -> Any:
+    return stmt.on_conflict_do_nothing()
 
 
 def _empty_total(kind: str, key: str, moment: datetime) -> dict[str, Any]:
@@ -349,12 +418,15 @@ def _empty_total(kind: str, key: str, moment: datetime) -> dict[str, Any]:
 
 def _upsert_totals(connection: Connection, rows: list[dict[str, Any]]) -> None:
     table = m.offenders
-    stmt = _insert(connection, table)
-    counters = ["reports", "junk_reports", *m.FEEDBACK_COLUMNS.values()]
-    set_ = {name: table.c[name] + stmt.excluded[name] for name in counters}
-    set_["first_seen"] = _least(connection, table.c.first_seen, stmt.excluded.first_seen)
-    set_["last_seen"] = _greatest(connection, table.c.last_seen, stmt.excluded.last_seen)
-    connection.execute(stmt.on_conflict_do_update(index_elements=["kind", "key"], set_=set_), rows)
+
+    def add(stmt: Any) -> Any:
+        counters = ["reports", "junk_reports", "reporters", *m.FEEDBACK_COLUMNS.values()]
+        set_ = {name: table.c[name] + stmt.excluded[name] for name in counters}
+        set_["first_seen"] = _least(connection, table.c.first_seen, stmt.excluded.first_seen)
+        set_["last_seen"] = _greatest(connection, table.c.last_seen, stmt.excluded.last_seen)
+        return stmt.on_conflict_do_update(index_elements=["kind", "key"], set_=set_)
+
+    insert_rows(connection, table, rows, conflict=add)
 
 
 def count_reports(connection: Connection) -> int:
