@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import LargeBinary, func, select
 
 from ingest.runner import ParseOptions, to_stored
 from ingest.sources import RawMessage
@@ -215,3 +215,37 @@ def test_migrations_match_the_models(store: ReportStore) -> None:
     with store.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), m.metadata)
     assert diff == []
+
+
+def test_array_literal_round_trips_hostile_text(database_url: str) -> None:
+    """Every value written to PostgreSQL goes through `array_literal`; mail text is hostile."""
+    if not database_url.startswith("postgresql"):
+        return  # SQLite takes plain executemany: nothing to encode
+    from sqlalchemy import ARRAY, Text, bindparam, cast, create_engine, select
+
+    from sinks.store import array_literal
+
+    values = [
+        "plain",
+        "",
+        "NULL",
+        'a "quoted" b',
+        "back\\slash\\\\",
+        "{brace},comma",
+        "tab\tnew\nline",
+        "ünïcödé ☃",
+        "nul\x00byte",
+        None,
+        " lead and trail ",
+    ]
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        got = connection.execute(
+            select(cast(bindparam("v", array_literal(values), type_=Text), ARRAY(Text)))
+        ).scalar()
+        raw = connection.execute(
+            select(cast(bindparam("b", array_literal([b"\x00\xff\\x", b""]), type_=Text), ARRAY(LargeBinary)))
+        ).scalar()
+    engine.dispose()
+    assert got == [v.replace("\x00", "") if v is not None else None for v in values]
+    assert raw == [b"\x00\xff\\x", b""]
