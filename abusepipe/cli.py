@@ -19,7 +19,7 @@ from abusepipe.errors import AbusepipeError, ConfigError, ReportRejected
 from abusepipe.output import FORMATS, render, table
 from abusepipe.progress import ingest_progress
 from abusepipe.settings import Settings
-from ingest.runner import DEFAULT_BATCH, ParseOptions, ingest
+from ingest.runner import DEFAULT_BATCH, ParseOptions, default_workers, ingest
 from ingest.sources import PathSource
 from parsers import TrustPolicy, parse_message
 from schemas import json_schema
@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--trap", action="store_true", help="each message is the junk itself (spam trap)")
     ingest.add_argument("--trusted-network", action="append", default=[], metavar="CIDR")
     ingest.add_argument("--batch", type=_positive, default=DEFAULT_BATCH, help="messages per transaction")
+    ingest.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="parser processes beside the writer (default: one per core but one; 0 parses in process)",
+    )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     _store_option(ingest)
 
@@ -195,12 +202,15 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     options = ParseOptions(trap=args.trap, trust=trust, limits=settings.parse_limits())
     url = _store_url(args, settings)
     source = PathSource(args.paths, max_bytes=options.limits.max_message_bytes)
+    workers = args.workers if args.workers is not None else default_workers()
+    if args.paths == ["-"] or workers < 0:
+        workers = 0  # one piped message: a process pool would only add start-up time
     store = ReportStore.open(url)
     try:
         with ingest_progress(
             enabled=not args.quiet and sys.stderr.isatty(), total=source.total_bytes()
         ) as tick:
-            summary = ingest(source, store, options, batch_size=args.batch, on_progress=tick)
+            summary = ingest(source, store, options, batch_size=args.batch, workers=workers, on_progress=tick)
     finally:
         store.close()
     for error in summary.unreadable:

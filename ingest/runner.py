@@ -6,8 +6,11 @@ stops the run with `StoreUnavailable`: the caller exits with EX_TEMPFAIL so that
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -59,7 +62,9 @@ def to_stored(message: RawMessage, options: ParseOptions, received_at: datetime)
         reason = (
             f"message is {message.truncated_from} bytes, over the limit of {limit}: only its head is kept"
         )
-        return StoredMessage(message.data, message.source, received_at, rejection=reason)
+        return StoredMessage(
+            message.data, message.source, received_at, rejection=reason, size=message.truncated_from
+        )
     try:
         reports = parse_message(
             message.data,
@@ -73,16 +78,23 @@ def to_stored(message: RawMessage, options: ParseOptions, received_at: datetime)
     return StoredMessage(message.data, message.source, received_at, reports=reports)
 
 
+def default_workers() -> int:
+    """Parser processes beside the writer: every core but one (the writer and the database need one)."""
+    return max(0, (os.cpu_count() or 1) - 1)
+
+
 def ingest(
     source: Iterable[RawMessage | SourceError],
     store: ReportStore,
     options: ParseOptions,
     *,
     batch_size: int = DEFAULT_BATCH,
+    workers: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> IngestSummary:
-    """Parse and store everything `source` yields. `on_progress(messages, bytes)` after each batch."""
+    """Parse and store everything `source` yields, in order. `on_progress(messages, bytes)` after each
+    committed batch. With `workers`, parsing runs in that many processes while this one writes."""
     summary = IngestSummary()
     began = time.perf_counter()
     batch: list[StoredMessage] = []
@@ -95,14 +107,67 @@ def ingest(
             if on_progress is not None:
                 on_progress(summary.messages, read_bytes)
 
-    for item in source:
+    prepared = _parallel(source, options, workers, clock) if workers > 0 else _serial(source, options, clock)
+    for item in prepared:
         if isinstance(item, SourceError):
             summary.unreadable.append(item)
             continue
-        read_bytes += item.truncated_from or len(item.data)
-        batch.append(to_stored(item, options, clock()))
+        read_bytes += item.size
+        batch.append(item)
         if len(batch) >= batch_size:
             flush()
     flush()
     summary.seconds = time.perf_counter() - began
     return summary
+
+
+Prepared = Iterator[StoredMessage | SourceError]
+
+
+def _serial(
+    source: Iterable[RawMessage | SourceError], options: ParseOptions, clock: Callable[[], datetime]
+) -> Prepared:
+    for item in source:
+        yield item if isinstance(item, SourceError) else to_stored(item, options, clock())
+
+
+_worker_options = ParseOptions()
+
+
+def _init_worker(options: ParseOptions) -> None:
+    global _worker_options  # noqa: PLW0603 - one process-wide setting per worker, set once at start
+    _worker_options = options
+
+
+def _prepare_chunk(chunk: list[tuple[RawMessage, datetime]]) -> list[StoredMessage]:
+    return [to_stored(message, _worker_options, received_at) for message, received_at in chunk]
+
+
+def _parallel(
+    source: Iterable[RawMessage | SourceError],
+    options: ParseOptions,
+    workers: int,
+    clock: Callable[[], datetime],
+    *,
+    chunk_size: int = 64,
+) -> Prepared:
+    """Parse in worker processes, results in input order, with a bounded number of chunks in flight
+    (so a multi-GB mbox is never read ahead into memory)."""
+    in_flight: deque[Future[list[StoredMessage]]] = deque()
+    limit = workers * 4
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(options,)) as pool:
+        chunk: list[tuple[RawMessage, datetime]] = []
+        for item in source:
+            if isinstance(item, SourceError):
+                yield item
+                continue
+            chunk.append((item, clock()))
+            if len(chunk) >= chunk_size:
+                in_flight.append(pool.submit(_prepare_chunk, chunk))
+                chunk = []
+                while len(in_flight) > limit:
+                    yield from in_flight.popleft().result()
+        if chunk:
+            in_flight.append(pool.submit(_prepare_chunk, chunk))
+        while in_flight:
+            yield from in_flight.popleft().result()

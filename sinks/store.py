@@ -51,6 +51,16 @@ class StoredMessage:
     received_at: datetime
     reports: Sequence[AbuseReport] = ()
     rejection: str | None = None
+    size: int = -1
+    """Bytes read for it (more than `raw` when it was over the size limit); -1: `len(raw)`."""
+    compressed: bytes = b""
+    """`raw` compressed, when a parser process already did it."""
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            object.__setattr__(self, "size", len(self.raw))
+        if not self.compressed:
+            object.__setattr__(self, "compressed", compress(self.raw))
 
 
 @dataclass(slots=True)
@@ -287,7 +297,7 @@ def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> Batch
             raw_rows[sha] = {
                 "sha256": sha,
                 "size": len(item.raw),
-                "data": compress(item.raw),
+                "data": item.compressed,
                 "received_at": item.received_at,
             }
         for report in item.reports:
@@ -321,7 +331,7 @@ def _dead_row(item: StoredMessage) -> dict[str, Any]:
         "source": item.source[:2000],
         "received_at": item.received_at,
         "size": len(item.raw),
-        "data": compress(item.raw),
+        "data": item.compressed,
     }
 
 

@@ -151,3 +151,74 @@ def test_large_mbox_in_bounded_memory(tmp_path: Path, size_mb: int) -> None:
     messages, peak_mib = map(int, out.stdout.split())
     assert messages == box.stat().st_size // len(mbox_of([message]))
     assert peak_mib < 64, f"peak RSS {peak_mib} MiB for a {size_mb} MiB mbox"
+
+
+def test_parallel_parsing_gives_the_serial_result(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from ingest.runner import ParseOptions, ingest
+    from sinks.store import ReportStore
+
+    corpus = [p.read_bytes() for p in sorted(SAMPLES.glob("*.eml"))] + [junk(), forward([junk()])]
+    box = tmp_path / "mix.mbox"
+    box.write_bytes(mbox_of(corpus * 3))
+    fixed = datetime(2026, 11, 1, tzinfo=UTC)
+    results = {}
+    for workers in (0, 2):
+        store = ReportStore.open(f"sqlite:///{tmp_path / f'w{workers}.sqlite3'}")
+        summary = ingest(
+            PathSource([str(box)], max_bytes=1 << 24),
+            store,
+            ParseOptions(),
+            batch_size=7,
+            workers=workers,
+            clock=lambda: fixed,
+        )
+        with store.connect() as connection:
+            from sqlalchemy import select
+
+            from sinks import models as m
+
+            rows = connection.execute(
+                select(m.reports.c.report_id, m.reports.c.document).order_by(m.reports.c.report_id)
+            ).all()
+            offenders = connection.execute(
+                select(m.offenders).order_by(m.offenders.c.kind, m.offenders.c.key)
+            ).all()
+        store.close()
+        results[workers] = (summary.messages, summary.reports, summary.dead_lettered, rows, offenders)
+    assert results[0] == results[2]
+    assert results[0][1] > 10
+
+
+def test_store_from_environment_and_settings_file(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABUSEPIPE_")}
+    from_env = tmp_path / "env.sqlite3"
+    result = run(
+        "ingest",
+        "--quiet",
+        "-",
+        stdin=forward([junk()]),
+        env={**env, "ABUSEPIPE_DATABASE_URL": f"sqlite:///{from_env}"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert from_env.exists()
+    from_file = tmp_path / "file.sqlite3"
+    config = tmp_path / "abusepipe.toml"
+    config.write_text(f'database_url = "sqlite:///{from_file}"\ntrusted_networks = ["8.8.4.0/24"]\n')
+    listed = run(
+        "ingest", "--quiet", "--trap", "-", stdin=junk(), env={**env, "ABUSEPIPE_CONFIG": str(config)}
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(
+        run(
+            "offenders", "--by", "ip", "--format", "json", env={**env, "ABUSEPIPE_CONFIG": str(config)}
+        ).stdout
+    )
+    assert [r["key"] for r in rows] == ["1.2.3.4"]  # the trusted network moved the boundary
+    default_home = tmp_path / "home"
+    summary = run("ingest", "-", stdin=forward([junk()]), env={**env, "XDG_DATA_HOME": str(default_home)})
+    assert summary.returncode == 0, summary.stderr
+    assert f"into sqlite:///{default_home}/abusepipe/abusepipe.sqlite3" in summary.stderr.decode()
