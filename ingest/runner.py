@@ -20,6 +20,9 @@ from parsers import ParseLimits, TrustPolicy, parse_message
 from sinks.store import BatchResult, ReportStore, StoredMessage
 
 DEFAULT_BATCH = 500
+BATCH_BYTES = 64 * 1024 * 1024
+"""A batch is also written once its messages hold this much: memory stays bounded for huge mail."""
+CHUNK_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +102,14 @@ def ingest(
     began = time.perf_counter()
     batch: list[StoredMessage] = []
     read_bytes = 0
+    batch_bytes = 0
 
     def flush() -> None:
+        nonlocal batch_bytes
         if batch:
             summary.add(store.write(batch))
             batch.clear()
+            batch_bytes = 0
             if on_progress is not None:
                 on_progress(summary.messages, read_bytes)
 
@@ -113,8 +119,9 @@ def ingest(
             summary.unreadable.append(item)
             continue
         read_bytes += item.size
+        batch_bytes += len(item.raw)
         batch.append(item)
-        if len(batch) >= batch_size:
+        if len(batch) >= batch_size or batch_bytes >= BATCH_BYTES:
             flush()
     flush()
     summary.seconds = time.perf_counter() - began
@@ -157,14 +164,16 @@ def _parallel(
     limit = workers * 4
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(options,)) as pool:
         chunk: list[tuple[RawMessage, datetime]] = []
+        chunk_bytes = 0
         for item in source:
             if isinstance(item, SourceError):
                 yield item
                 continue
             chunk.append((item, clock()))
-            if len(chunk) >= chunk_size:
+            chunk_bytes += len(item.data)
+            if len(chunk) >= chunk_size or chunk_bytes >= CHUNK_BYTES:
                 in_flight.append(pool.submit(_prepare_chunk, chunk))
-                chunk = []
+                chunk, chunk_bytes = [], 0
                 while len(in_flight) > limit:
                     yield from in_flight.popleft().result()
         if chunk:
