@@ -82,9 +82,9 @@ def _parse(
     )
     ctx.report_date = report_date(headers, trap=trap)
     if trap:
-        return [_trap(ctx)]
+        return [_junk_itself(ctx, "trap")]
     if is_msg(raw):
-        return [_saved_message(ctx)]
+        return [_junk_itself(ctx, "forward-attachment")]
     if is_admin_result(headers):
         raise ReportRejected(
             "Microsoft submission result mail (submissions@messaging.microsoft.com), not a report"
@@ -124,25 +124,13 @@ def report_date(headers: HeaderIndex, *, trap: bool) -> datetime | None:
     return parsed
 
 
-def _trap(ctx: ParseContext) -> AbuseReport:
+def _junk_itself(ctx: ParseContext, format: str) -> AbuseReport:
+    """The input is the junk: a trap mailbox's message, or a bare Outlook .msg saved by whoever reports it."""
     reported = ReportedMessage(headers=ctx.headers, msg=ctx.msg, sha256=ctx.input_sha256)
     return make_report(
         ctx,
         index=0,
-        format="trap",
-        feedback_type="abuse",
-        reporter=trap_reporter(ctx.headers),
-        reported=reported,
-    )
-
-
-def _saved_message(ctx: ParseContext) -> AbuseReport:
-    """A bare Outlook .msg given as input is the junk itself, saved by whoever reports it."""
-    reported = ReportedMessage(headers=ctx.headers, msg=ctx.msg, sha256=ctx.input_sha256)
-    return make_report(
-        ctx,
-        index=0,
-        format="forward-attachment",
+        format=format,
         feedback_type="abuse",
         reporter=trap_reporter(ctx.headers),
         reported=reported,
