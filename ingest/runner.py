@@ -7,6 +7,8 @@ stops the run with `StoreUnavailable`: the caller exits with EX_TEMPFAIL so that
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -104,28 +106,71 @@ def ingest(
     read_bytes = 0
     batch_bytes = 0
 
-    def flush() -> None:
-        nonlocal batch_bytes
-        if batch:
-            summary.add(store.write(batch))
-            batch.clear()
-            batch_bytes = 0
-            if on_progress is not None:
-                on_progress(summary.messages, read_bytes)
+    def committed(result: BatchResult, read: int) -> None:
+        summary.add(result)
+        if on_progress is not None:
+            on_progress(summary.messages, read)
 
     prepared = _parallel(source, options, workers, clock) if workers > 0 else _serial(source, options, clock)
-    for item in prepared:
-        if isinstance(item, SourceError):
-            summary.unreadable.append(item)
-            continue
-        read_bytes += item.size
-        batch_bytes += len(item.raw)
-        batch.append(item)
-        if len(batch) >= batch_size or batch_bytes >= BATCH_BYTES:
-            flush()
-    flush()
+    with BatchWriter(store, committed) as writer:
+        for item in prepared:
+            if isinstance(item, SourceError):
+                summary.unreadable.append(item)
+                continue
+            read_bytes += item.size
+            batch_bytes += len(item.raw)
+            batch.append(item)
+            if len(batch) >= batch_size or batch_bytes >= BATCH_BYTES:
+                writer.write(batch, read_bytes)
+                batch, batch_bytes = [], 0
+        if batch:
+            writer.write(batch, read_bytes)
     summary.seconds = time.perf_counter() - began
     return summary
+
+
+class BatchWriter:
+    """Writes batches in a background thread, one at a time and in order, while the caller reads and
+    parses the next batch: the database round trips overlap with that work instead of adding to it.
+
+    A batch counts (`committed` is called) only once its transaction committed; the first failure is
+    raised to the caller at its next `write` or at exit, and no later batch is written after it.
+    """
+
+    def __init__(self, store: ReportStore, committed: Callable[[BatchResult, int], None]) -> None:
+        self._store = store
+        self._committed = committed
+        self._queue: queue.Queue[tuple[list[StoredMessage], int] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="abusepipe-writer", daemon=True)
+
+    def __enter__(self) -> BatchWriter:
+        self._thread.start()
+        return self
+
+    def write(self, batch: list[StoredMessage], read_bytes: int) -> None:
+        self._raise_failure()
+        self._queue.put((batch, read_bytes))
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: nothing after a failed batch is written
+            batch, read = job
+            try:
+                self._committed(self._store.write(batch), read)
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc
 
 
 Prepared = Iterator[StoredMessage | SourceError]

@@ -7,6 +7,7 @@ at most one message (capped at the size limit) is held at once.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 MBOX_SEPARATOR = b"From "
-MAX_LINE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,41 +128,73 @@ def _drain(stream: BinaryIO) -> int:
     return skipped
 
 
+_QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
+_SEPARATOR = re.compile(rb"(?:\r?\n){2}From |\r\n\r\nFrom ")
+READ_SIZE = 4 * 1024 * 1024
+
+
 def read_mbox(handle: BinaryIO, label: str, *, max_bytes: int) -> Iterator[RawMessage]:
     """Messages of an mbox file, split at `From ` lines that follow a blank line (or start the file).
 
-    `>From ` quoting (mboxrd) is undone. A message over `max_bytes` keeps its head and its real size.
+    Reads fixed-size blocks and finds separators with a compiled pattern (a Python loop over lines is
+    the slowest part of a large import). `>From ` quoting (mboxrd) is undone. At most one message, capped
+    at `max_bytes`, is held at once; a larger one keeps its head and its real size.
     """
-    buffer: list[bytes] = []
-    size = 0
-    start = 0
-    offset = 0
-    previous_blank = True
-    at_line_start = True
-    while line := handle.readline(MAX_LINE):  # bounded: a hostile multi-GB line arrives in pieces
-        line_start, at_line_start = at_line_start, line.endswith(b"\n")
-        if line_start and previous_blank and line.startswith(MBOX_SEPARATOR):
-            if offset:
-                yield _mbox_message(buffer, size, f"{label}:{start}", max_bytes)
-            buffer, size, start = [], 0, offset
-            offset += len(line)
-            previous_blank = False
+    buffer = handle.read(READ_SIZE)
+    if not buffer.startswith(MBOX_SEPARATOR):
+        return
+    base = 0  # file offset of buffer[0]
+    begin = 0  # index in buffer of the current entry's `From ` line
+    kept = b""  # head of an oversized entry whose middle was dropped
+    dropped = 0
+    eof = False
+    while True:
+        match = _SEPARATOR.search(buffer, begin + 1)
+        if match is None:
+            if eof:
+                break
+            block = handle.read(READ_SIZE)
+            eof = not block
+            if len(buffer) - begin > max_bytes + READ_SIZE:
+                # Oversized: keep the head once, drop the middle, hold only a tail that may hold a separator.
+                if not dropped:
+                    kept = buffer[begin : begin + max_bytes + 200]
+                cut = len(buffer) - 64
+                dropped += cut - begin
+                buffer, base, begin = buffer[cut:] + block, base + cut, 0
+            else:
+                buffer, base, begin = buffer[begin:] + block, base + begin, 0
             continue
-        offset += len(line)
-        previous_blank = line_start and line in (b"\n", b"\r\n")
-        if line_start and line.startswith(b">") and line.lstrip(b">").startswith(MBOX_SEPARATOR):
-            line = line[1:]
-        size += len(line)
-        if size <= max_bytes:
-            buffer.append(line)
-    if offset:
-        yield _mbox_message(buffer, size, f"{label}:{start}", max_bytes)
+        first_break = match.start() + (2 if buffer.startswith(b"\r\n", match.start()) else 1)
+        entry = buffer[begin:first_break]
+        yield _entry(entry, kept, dropped, f"{label}:{base + begin}", max_bytes)
+        kept, dropped = b"", 0
+        begin = match.end() - len(MBOX_SEPARATOR)
+    entry = buffer[begin:]
+    if entry.endswith(b"\n\n"):
+        entry = entry[:-1]  # the blank line that ends an mbox entry is not the message's
+    elif entry.endswith(b"\r\n\r\n"):
+        entry = entry[:-2]
+    if entry.strip() or dropped:
+        yield _entry(entry, kept, dropped, f"{label}:{base + begin}", max_bytes)
 
 
-def _mbox_message(lines: list[bytes], size: int, label: str, max_bytes: int) -> RawMessage:
-    data = b"".join(lines)
-    if data.endswith(b"\n\n"):
-        data = data[:-1]  # the blank line before the next separator belongs to the mbox, not the message
-    elif data.endswith(b"\r\n\r\n"):
-        data = data[:-2]
-    return RawMessage(data, label, truncated_from=size if size > max_bytes else None)
+def _entry(entry: bytes, kept: bytes, dropped: int, label: str, max_bytes: int) -> RawMessage:
+    if dropped:
+        return _oversized(kept, dropped + len(entry), label, max_bytes)
+    return _mbox_message(entry, label, max_bytes)
+
+
+def _oversized(head: bytes, size: int, label: str, max_bytes: int) -> RawMessage:
+    _, _, data = head.partition(b"\n")
+    return RawMessage(data[:max_bytes], label, truncated_from=size)
+
+
+def _mbox_message(chunk: bytes, label: str, max_bytes: int) -> RawMessage:
+    """One mbox entry (its `From ` line first) as a message."""
+    _, _, data = chunk.partition(b"\n")
+    if b">From " in data:
+        data = _QUOTED_FROM.sub(rb"\1", data)
+    if len(data) > max_bytes:
+        return RawMessage(data[:max_bytes], label, truncated_from=len(data))
+    return RawMessage(data, label)

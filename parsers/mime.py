@@ -149,7 +149,11 @@ def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
         return part.data[: limits.max_decoded_bytes]
     payload = part.get_payload()
     if isinstance(payload, list):
-        return b"".join(m.as_bytes() for m in payload if isinstance(m, Message))
+        try:
+            return b"".join(m.as_bytes() for m in payload if isinstance(m, Message))
+        except Exception:  # the stdlib generator chokes on some broken structures: no bytes, a defect
+            defects.add(f"{content_type(part)} part could not be re-serialised: not hashed")
+            return b""
     if not isinstance(payload, str):
         return b""
     if len(payload) > limits.max_decoded_bytes * 2:
@@ -203,7 +207,7 @@ def text_of(part: Message, limits: ParseLimits, defects: Defects, max_bytes: int
     charset = (param(part, "charset") or "utf-8").strip().strip('"').lower() or "utf-8"
     try:
         return data.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown name, or one with NUL/surrogates in it
         defects.add(f"unknown charset {charset[:40]!r}: decoded as UTF-8")
         return data.decode("utf-8", "replace")
 

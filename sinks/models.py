@@ -1,7 +1,8 @@
 """The SQL schema of the report store (SQLAlchemy 2 Core tables; Alembic migrations create them).
 
 Offender aggregates are maintained on write so that analyst queries never scan reports: totals per
-offender, hourly buckets for windows, and reporter sets for distinct-reporter counts.
+offender, hourly buckets for windows, and reporter sets for distinct-reporter counts. Every index serves
+a query in `sinks.queries` or a uniqueness rule; each one costs write throughput.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ reports = Table(
     "reports",
     metadata,
     Column("report_id", String(64), primary_key=True),
-    Column("input_sha256", String(64), nullable=False, index=True),
+    Column("input_sha256", String(64), nullable=False),
     Column("part", Integer, nullable=False),
     Column("schema_version", Integer, nullable=False),
     Column("format", String(40), nullable=False),
     Column("feedback_type", String(40), nullable=False),
     Column("junk", Boolean, nullable=False),
-    Column("seen_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("reporter", String(KEY), nullable=False),
     Column("source_ip", String(64)),
@@ -70,7 +71,7 @@ report_urls = Table(
     Column("report_id", String(64), nullable=False, index=True),
     Column("url", Text, nullable=False),
     Column("host", String(KEY)),
-    Column("registrable_domain", String(KEY), index=True),
+    Column("registrable_domain", String(KEY)),
 )
 
 report_offenders = Table(
@@ -145,7 +146,7 @@ deadletters = Table(
     Column("input_sha256", String(64), nullable=False),
     Column("reason", Text, nullable=False),
     Column("source", Text, nullable=False, comment="where the message came from (path, mbox offset, stdin)"),
-    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
     Column("size", Integer, nullable=False),
     Column("data", LargeBinary, nullable=False, comment="zlib-compressed original bytes"),
     Index("ix_deadletters_input_sha256", "input_sha256", unique=True),  # the same bytes are kept once

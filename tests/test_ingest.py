@@ -222,3 +222,22 @@ def test_store_from_environment_and_settings_file(tmp_path: Path) -> None:
     summary = run("ingest", "-", stdin=forward([junk()]), env={**env, "XDG_DATA_HOME": str(default_home)})
     assert summary.returncode == 0, summary.stderr
     assert f"into sqlite:///{default_home}/abusepipe/abusepipe.sqlite3" in summary.stderr.decode()
+
+
+def test_mbox_message_larger_than_a_read_block_is_skipped_in_bounded_memory() -> None:
+    from ingest.sources import READ_SIZE
+
+    huge = b"Subject: huge\n\n" + (b"y" * 99 + b"\n") * ((2 * READ_SIZE) // 100) + b"\n"
+    after = b"Subject: after\n\nfine\n"
+    messages = list(
+        read_mbox(io.BytesIO(mbox_of([b"Subject: before\n\nok\n", huge, after])), "box", max_bytes=1000)
+    )
+    assert [m.data.split(b"\n", 1)[0] for m in messages] == [
+        b"Subject: before",
+        b"Subject: huge",
+        b"Subject: after",
+    ]
+    big = messages[1]
+    assert big.truncated_from is not None and big.truncated_from >= 2 * READ_SIZE
+    assert len(big.data) <= 1000
+    assert messages[2].data == after
