@@ -241,3 +241,30 @@ def test_mbox_message_larger_than_a_read_block_is_skipped_in_bounded_memory() ->
     assert big.truncated_from is not None and big.truncated_from >= 2 * READ_SIZE
     assert len(big.data) <= 1000
     assert messages[2].data == after
+
+
+def test_a_failed_batch_stops_the_ingest_and_nothing_after_it_is_written() -> None:
+    from datetime import UTC, datetime
+
+    from ingest.runner import ParseOptions, ingest
+    from sinks.store import BatchResult, StoreUnavailable
+
+    class FlakyStore:
+        """In-memory stand-in: the second batch fails as a lost database connection would."""
+
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def write(self, batch: list[object]) -> BatchResult:
+            if len(self.batches) == 1:
+                self.batches.append(-1)
+                raise StoreUnavailable("store write failed: connection lost")
+            self.batches.append(len(batch))
+            return BatchResult(messages=len(batch))
+
+    store = FlakyStore()
+    box = io.BytesIO(mbox_of([forward([junk()], subject=f"Fwd: {i}") for i in range(10)]))
+    source = list(read_mbox(box, "box", max_bytes=1 << 20))
+    with pytest.raises(StoreUnavailable):
+        ingest(source, store, ParseOptions(), batch_size=3, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
+    assert store.batches == [3, -1]
