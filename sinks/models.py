@@ -29,6 +29,7 @@ metadata = MetaData(
     }
 )
 
+EVIDENCE_COMMENT = "original bytes, zstd-compressed (zlib in rows written before migration 0002)"
 KEY = 320  # an e-mail domain or URL host fits; longer keys are truncated by the writer
 
 raw_messages = Table(
@@ -36,7 +37,7 @@ raw_messages = Table(
     metadata,
     Column("sha256", String(64), primary_key=True),
     Column("size", Integer, nullable=False),
-    Column("data", LargeBinary, nullable=False, comment="zlib-compressed original bytes"),
+    Column("data", LargeBinary, nullable=False, comment=EVIDENCE_COMMENT),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -148,6 +149,6 @@ deadletters = Table(
     Column("source", Text, nullable=False, comment="where the message came from (path, mbox offset, stdin)"),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("size", Integer, nullable=False),
-    Column("data", LargeBinary, nullable=False, comment="zlib-compressed original bytes"),
+    Column("data", LargeBinary, nullable=False, comment=EVIDENCE_COMMENT),
     Index("ix_deadletters_input_sha256", "input_sha256", unique=True),  # the same bytes are kept once
 )

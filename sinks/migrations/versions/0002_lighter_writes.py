@@ -7,7 +7,10 @@ Create Date: 2026-11-29 03:46:54.634665
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
+
+EVIDENCE = "original bytes, zstd-compressed (zlib in rows written before migration 0002)"
 
 revision = "0002"
 down_revision = "0001"
@@ -27,7 +30,16 @@ def upgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_reports_seen_at"))
 
     if op.get_bind().dialect.name == "postgresql":
-        # Evidence is zlib-compressed already: PostgreSQL's own compression would only burn CPU.
+        for table in ("raw_messages", "deadletters"):
+            op.alter_column(
+                table,
+                "data",
+                existing_type=sa.LargeBinary(),
+                existing_nullable=False,
+                comment=EVIDENCE,
+                existing_comment="zlib-compressed original bytes",
+            )
+        # Evidence is compressed already: PostgreSQL's own compression would only burn CPU.
         op.execute("ALTER TABLE raw_messages ALTER COLUMN data SET STORAGE EXTERNAL")
         op.execute("ALTER TABLE deadletters ALTER COLUMN data SET STORAGE EXTERNAL")
         # lz4 compresses report documents several times faster than the default pglz, where built in.
@@ -44,6 +56,15 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        for table in ("raw_messages", "deadletters"):
+            op.alter_column(
+                table,
+                "data",
+                existing_type=sa.LargeBinary(),
+                existing_nullable=False,
+                comment="zlib-compressed original bytes",
+                existing_comment=EVIDENCE,
+            )
         op.execute("ALTER TABLE raw_messages ALTER COLUMN data SET STORAGE EXTENDED")
         op.execute("ALTER TABLE deadletters ALTER COLUMN data SET STORAGE EXTENDED")
         op.execute("ALTER TABLE reports ALTER COLUMN document SET COMPRESSION default")
