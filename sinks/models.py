@@ -78,12 +78,12 @@ report_urls = Table(
 report_offenders = Table(
     "report_offenders",
     metadata,
+    # The primary key leads with report_id: it also serves "the keys of these reports" (related keys).
+    Column("report_id", String(64), primary_key=True),
     Column("kind", String(24), primary_key=True),
     Column("key", String(KEY), primary_key=True),
-    Column("report_id", String(64), primary_key=True),
     Column("seen_at", DateTime(timezone=True), nullable=False),
     Index("ix_report_offenders_latest", "kind", "key", "seen_at"),
-    Index("ix_report_offenders_report", "report_id"),
 )
 
 FEEDBACK_COLUMNS = {

@@ -20,7 +20,19 @@ import pg8000.legacy
 import zstandard
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Text, bindparam, cast, create_engine, event, func, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    LargeBinary,
+    Text,
+    bindparam,
+    cast,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
@@ -279,19 +291,40 @@ def insert_rows(
         return []
     out: list[Any] = []
     columns = list(rows[0])
+    binary = [name for name in columns if isinstance(table.c[name].type, LargeBinary)]
     for start in range(0, len(rows), PG_CHUNK):
         chunk = rows[start : start + PG_CHUNK]
-        arrays = [
-            cast(
-                bindparam(f"c{index}", array_literal([row[name] for row in chunk]), type_=Text),
-                ARRAY(table.c[name].type),
-            )
-            for index, name in enumerate(columns)
+        arrays: list[Any] = []
+        names: list[str] = []
+        for index, name in enumerate(columns):
+            if name in binary:
+                continue
+            literal = array_literal([row[name] for row in chunk])
+            arrays.append(cast(bindparam(f"c{index}", literal, type_=Text), ARRAY(table.c[name].type)))
+            names.append(name)
+        blobs: dict[str, Any] = {}
+        for index, name in enumerate(binary):
+            # One binary parameter holds every blob of the column; integer arrays slice it server-side.
+            # (Blobs inside an array literal are parsed as hex text by the server, slowly.)
+            data = [row[name] or b"" for row in chunk]
+            offsets, position = [], 1
+            for item in data:
+                offsets.append(position)
+                position += len(item)
+            blobs[name] = cast(bindparam(f"b{index}", b"".join(data), type_=LargeBinary), LargeBinary)
+            for suffix, values in (("off", offsets), ("len", [len(item) for item in data])):
+                arrays.append(
+                    cast(bindparam(f"b{index}{suffix}", array_literal(values), type_=Text), ARRAY(Integer))
+                )
+                names.append(f"{name}__{suffix}")
+        unnested = func.unnest(*arrays).table_valued(*names).render_derived()
+        selected = [
+            func.substring(blobs[name], unnested.c[f"{name}__off"], unnested.c[f"{name}__len"])
+            if name in binary
+            else unnested.c[name]
+            for name in columns
         ]
-        unnested = func.unnest(*arrays).table_valued(*columns).render_derived()
-        pg_stmt = postgresql.insert(table).from_select(
-            columns, select(*(unnested.c[name] for name in columns))
-        )
+        pg_stmt = postgresql.insert(table).from_select(columns, select(*selected))
         if conflict is not None:
             pg_stmt = conflict(pg_stmt)
         if returning:

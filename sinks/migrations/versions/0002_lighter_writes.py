@@ -25,6 +25,11 @@ def upgrade() -> None:
     with op.batch_alter_table("report_urls", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_report_urls_registrable_domain"))
 
+    with op.batch_alter_table("report_offenders", schema=None) as batch_op:
+        batch_op.drop_index("ix_report_offenders_report")
+        batch_op.drop_constraint("pk_report_offenders", type_="primary")
+        batch_op.create_primary_key("pk_report_offenders", ["report_id", "kind", "key"])
+
     with op.batch_alter_table("reports", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_reports_input_sha256"))
         batch_op.drop_index(batch_op.f("ix_reports_seen_at"))
@@ -55,6 +60,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("report_offenders", schema=None) as batch_op:
+        batch_op.drop_constraint("pk_report_offenders", type_="primary")
+        batch_op.create_primary_key("pk_report_offenders", ["kind", "key", "report_id"])
+        batch_op.create_index("ix_report_offenders_report", ["report_id"], unique=False)
     if op.get_bind().dialect.name == "postgresql":
         for table in ("raw_messages", "deadletters"):
             op.alter_column(
