@@ -233,11 +233,7 @@ def reported_from_part(part: Message, ctx: ParseContext, *, headers_only: bool) 
 
 def headers_from_text(text: str) -> ReportedMessage:
     head = text.lstrip("\r\n").split("\n\n", 1)[0]
-    return ReportedMessage(headers=HeaderIndex(parse_fields_raw(head)), headers_only=True)
-
-
-def parse_fields_raw(text: str) -> list[tuple[str, str]]:
-    return parse_fields(text, limit=1000)
+    return ReportedMessage(headers=HeaderIndex(parse_fields(head, limit=1000)), headers_only=True)
 
 
 def _xarf_v4(

@@ -553,7 +553,3 @@ def _upsert_totals(connection: Connection, rows: list[dict[str, Any]]) -> None:
         return stmt.on_conflict_do_update(index_elements=["kind", "key"], set_=set_)
 
     insert_rows(connection, table, rows, conflict=add)
-
-
-def count_reports(connection: Connection) -> int:
-    return int(connection.execute(select(func.count()).select_from(m.reports)).scalar_one())
