@@ -207,9 +207,9 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         workers = 0  # one piped message: a process pool would only add start-up time
     store = ReportStore.open(url)
     try:
-        with ingest_progress(
-            enabled=not args.quiet and sys.stderr.isatty(), total=source.total_bytes()
-        ) as tick:
+        show = not args.quiet and sys.stderr.isatty()
+        # Sizing the bar walks every input once more: only when there is a bar.
+        with ingest_progress(enabled=show, total=source.total_bytes() if show else None) as tick:
             summary = ingest(source, store, options, batch_size=args.batch, workers=workers, on_progress=tick)
     finally:
         store.close()
