@@ -5,12 +5,12 @@ from __future__ import annotations
 import email.utils
 from datetime import UTC, datetime
 
-from abusepipe.errors import ReportRejected
+from abusepipe.errors import LimitExceeded, ReportRejected
 from parsers.context import ParseContext
 from parsers.fastmime import NestingTooDeepDefect, TooManyPartsDefect
 from parsers.headers import Defects, HeaderIndex
 from parsers.limits import DEFAULT_LIMITS, ParseLimits
-from parsers.mime import content_type, load, normalise_bytes
+from parsers.mime import content_type, normalise_bytes, parse_limited
 from parsers.ms_submission import is_admin_result
 from parsers.msg import MsgError, is_msg, msg_to_message
 from parsers.original import ReportedMessage, make_report, trap_reporter
@@ -55,7 +55,7 @@ def _parse(
         raise ReportRejected("empty input")
     defects = Defects()
     if len(raw) > limits.max_message_bytes:
-        raise ReportRejected(f"message is {len(raw)} bytes, over the limit of {limits.max_message_bytes}")
+        raise LimitExceeded("message size", len(raw), limits.max_message_bytes)
     if is_msg(raw):
         try:
             msg = msg_to_message(raw, limits, defects)
@@ -64,7 +64,7 @@ def _parse(
         defects.add("Outlook .msg file: read as the reported message")
     else:
         body = normalise_bytes(raw, defects)
-        msg = load(body, limits)
+        msg = parse_limited(body, limits)
     for defect in msg.defects:
         defects.add(str(defect) if isinstance(defect, OWN_DEFECTS) else f"MIME: {type(defect).__name__}")
     headers = HeaderIndex.of(msg, defects)

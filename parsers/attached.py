@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from email.message import Message
 
 from parsers.context import ParseContext
@@ -21,9 +22,21 @@ _MSG_TYPES = ("application/vnd.ms-outlook", "application/x-msg")
 
 
 def attached_messages(msg: Message, ctx: ParseContext, defects: Defects) -> list[Message]:
-    """The messages attached directly to `msg` (not those inside them), in document order."""
+    """The messages attached directly to `msg` (not those inside them), in document order.
+
+    For the input's own message the answer is computed once per context (its defects recorded in
+    `ctx.defects`): attached .eml files are parsed and .msg files converted only once, however many
+    detectors ask."""
+    if msg is ctx.msg:
+        if ctx.attached is None:
+            ctx.attached = _attached(msg, ctx.parts(), ctx, ctx.defects)
+        return ctx.attached
+    return _attached(msg, leaves(msg, ctx.limits, defects), ctx, defects)
+
+
+def _attached(msg: Message, parts: Iterable[Message], ctx: ParseContext, defects: Defects) -> list[Message]:
     out: list[Message] = []
-    for part in ctx.parts() if msg is ctx.msg else leaves(msg, ctx.limits, defects):
+    for part in parts:
         if part is msg:
             continue
         inner = as_message(part, ctx, defects)

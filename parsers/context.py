@@ -31,6 +31,8 @@ class ParseContext:
             self.input_sha256 = hashlib.sha256(self.raw).hexdigest()
 
     _parts: list[Message] | None = None
+    attached: list[Message] | None = None
+    """The messages attached to `msg`, once computed (`parsers.attached`): several detectors ask."""
 
     def parts(self) -> list[Message]:
         """The leaf parts of the input, walked once and shared by every detector."""

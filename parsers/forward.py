@@ -8,7 +8,7 @@ from email.message import Message
 
 from parsers.attached import attached_messages, innermost
 from parsers.context import ParseContext
-from parsers.headers import Defects, HeaderIndex, parse_address
+from parsers.headers import HeaderIndex, parse_address
 from parsers.mime import content_type, param, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from, trap_reporter
 from schemas import AbuseReport
@@ -57,7 +57,7 @@ def feedback_type_for_recipient(headers: HeaderIndex) -> str:
 
 
 def detect_attachment(ctx: ParseContext) -> bool:
-    return ctx.msg.is_multipart() and bool(attached_messages(ctx.msg, ctx, Defects()))
+    return ctx.msg.is_multipart() and bool(attached_messages(ctx.msg, ctx, ctx.defects))
 
 
 def parse_attachment(ctx: ParseContext) -> list[AbuseReport]:

@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 from email.message import Message
 
-from abusepipe.errors import LimitExceeded
 from parsers.fastmime import parse_bytes, parse_text
 from parsers.headers import Defects, decode_words
 from parsers.limits import ParseLimits
@@ -43,12 +42,6 @@ def normalise_bytes(raw: bytes, defects: Defects) -> bytes:
             raw = lead
             defects.add("blank lines before the headers: removed")
     return raw
-
-
-def load(raw: bytes, limits: ParseLimits) -> Message:
-    if len(raw) > limits.max_message_bytes:
-        raise LimitExceeded("message size", len(raw), limits.max_message_bytes)
-    return parse_limited(raw, limits)
 
 
 def parse_limited(data: bytes, limits: ParseLimits) -> Message:

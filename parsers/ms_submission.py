@@ -12,7 +12,7 @@ import re
 from parsers.attached import attached_messages
 from parsers.attribution import StatedSource
 from parsers.context import ParseContext
-from parsers.headers import Defects, HeaderIndex, parse_address
+from parsers.headers import HeaderIndex, parse_address
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
 from schemas import AbuseReport, FeedbackFields
@@ -42,7 +42,7 @@ def detect(ctx: ParseContext) -> bool:
     subject = ctx.headers.get("subject") or ""
     if _feedback_type(subject) is None or not ctx.msg.is_multipart():
         return False
-    return len(attached_messages(ctx.msg, ctx, Defects())) == 1
+    return len(attached_messages(ctx.msg, ctx, ctx.defects)) == 1
 
 
 def parse(ctx: ParseContext) -> list[AbuseReport]:
