@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +25,11 @@ from ingest.runner import DEFAULT_BATCH, ParseOptions, default_workers, ingest
 from ingest.sources import PathSource
 from parsers import TrustPolicy, parse_message
 from schemas import json_schema
+from sinks.base import BatchSink
+from sinks.consumer import ConsumerOptions, StoreConsumer
+from sinks.kafka_config import BrokerUnavailable, KafkaSettings
 from sinks.offenders import KINDS
+from sinks.publisher import ReportPublisher
 from sinks.queries import (
     dead_letter,
     dead_letters,
@@ -34,6 +40,7 @@ from sinks.queries import (
     top_offenders,
 )
 from sinks.store import ReportStore, StoreUnavailable
+from sinks.topics import create_topics
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -79,6 +86,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     _store_option(ingest)
+
+    topics = commands.add_parser("topics", help="Kafka topics of the pipeline")
+    topic_commands = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = topic_commands.add_parser("create", help="create the missing topics (existing ones are kept)")
+    create.add_argument("--partitions", type=_positive, default=6, help="partitions per topic (default 6)")
+    create.add_argument(
+        "--replication-factor", type=_positive, default=None, help="default: 3, or fewer brokers if fewer"
+    )
+
+    consume = commands.add_parser(
+        "consume", help="store what is published to Kafka (a consumer group; run several to share the load)"
+    )
+    consume.add_argument("--group", help="consumer group (default: ABUSEPIPE_KAFKA_GROUP or abusepipe-store)")
+    consume.add_argument("--batch", type=_positive, default=2000, help="most records per transaction")
+    consume.add_argument(
+        "--max-wait", type=float, default=0.2, metavar="SECONDS", help="how long a batch may wait to fill"
+    )
+    consume.add_argument("--quiet", action="store_true", help="no summary line")
+    _store_option(consume)
 
     offenders = commands.add_parser("offenders", help="rank offending sources")
     offenders.add_argument("--by", required=True, choices=KINDS, help="offender kind")
@@ -205,19 +231,74 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     workers = args.workers if args.workers is not None else default_workers()
     if args.paths == ["-"] or workers < 0:
         workers = 0  # one piped message: a process pool would only add start-up time
-    store = ReportStore.open(url)
+    kafka = settings.kafka()
+    sink: BatchSink
+    if kafka is not None:
+        sink, destination = ReportPublisher(kafka), kafka.display()
+    else:
+        sink, destination = ReportStore.open(url), _display_url(url)
     try:
         show = not args.quiet and sys.stderr.isatty()
         # Sizing the bar walks every input once more: only when there is a bar.
         with ingest_progress(enabled=show, total=source.total_bytes() if show else None) as tick:
-            summary = ingest(source, store, options, batch_size=args.batch, workers=workers, on_progress=tick)
+            summary = ingest(source, sink, options, batch_size=args.batch, workers=workers, on_progress=tick)
     finally:
-        store.close()
+        sink.close()
+    if kafka is not None:
+        summary.verb = "published"
     for error in summary.unreadable:
         print(f"{error.source}: cannot read: {error.reason}", file=sys.stderr)
     if not args.quiet:
-        print(f"abusepipe: {summary.line()} into {_display_url(url)}", file=sys.stderr)
+        print(f"abusepipe: {summary.line()} into {destination}", file=sys.stderr)
     return EXIT_UNREADABLE if summary.unreadable else EXIT_OK
+
+
+def _kafka(settings: Settings, command: str) -> KafkaSettings:
+    kafka = settings.kafka()
+    if kafka is None:
+        raise ConfigError(f"{command} needs Kafka: set ABUSEPIPE_KAFKA_BOOTSTRAP (host:port)")
+    return kafka
+
+
+def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    kafka = _kafka(settings, "topics create")
+    for outcome in create_topics(kafka, partitions=args.partitions, replication=args.replication_factor):
+        print(f"{outcome.topic}: {'created, ' if outcome.created else ''}{outcome.detail}")
+    return EXIT_OK
+
+
+def _cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
+    kafka = _kafka(settings, "consume")
+    if args.group:
+        kafka = replace(kafka, group=args.group)
+    if args.max_wait < 0:
+        raise ConfigError("--max-wait: must not be negative")
+    url = _store_url(args, settings)
+    store = ReportStore.open(url)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def log(text: str) -> None:
+        if not args.quiet:
+            print(f"abusepipe: {text}", file=sys.stderr, flush=True)
+
+    try:
+        options = ConsumerOptions(batch_records=args.batch, max_wait=args.max_wait)
+        consumer = StoreConsumer(kafka, store, options, log=log)
+        try:
+            summary = consumer.run(stop)
+        finally:
+            consumer.close()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        store.close()
+    log(f"{summary.line()} into {_display_url(url)} (group {kafka.group})")
+    return EXIT_OK
 
 
 def _cmd_offenders(args: argparse.Namespace, settings: Settings) -> int:
@@ -321,6 +402,8 @@ COMMANDS = {
     "parse": _cmd_parse,
     "schema": _cmd_schema,
     "ingest": _cmd_ingest,
+    "topics": _cmd_topics,
+    "consume": _cmd_consume,
     "offenders": _cmd_offenders,
     "offender": _cmd_offender,
     "report": _cmd_report,
@@ -340,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, BrokerUnavailable) as exc:
         print(f"abusepipe: error: {exc} (nothing was acknowledged; try again)", file=sys.stderr)
         return EXIT_TEMPFAIL
     except AbusepipeError as exc:

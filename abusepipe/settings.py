@@ -13,7 +13,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from abusepipe.errors import ConfigError
 from parsers.limits import DEFAULT_LIMITS, ParseLimits
+from sinks.kafka_config import KafkaSettings, TopicNames
 
 
 def default_data_dir() -> Path:
@@ -44,6 +46,20 @@ class Settings(BaseSettings):
     max_depth: int = DEFAULT_LIMITS.max_depth
     max_decoded_bytes: int = DEFAULT_LIMITS.max_decoded_bytes
 
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; when set, `ingest` publishes to Kafka"
+    )
+    kafka_topic_reports: str = "abuse.reports.v1"
+    kafka_topic_evidence: str = "abuse.evidence.v1"
+    kafka_topic_deadletter: str = "abuse.deadletter.v1"
+    kafka_group: str = Field(default="abusepipe-store", description="consumer group of `consume`")
+    kafka_client_id: str = "abusepipe"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -64,6 +80,29 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{self.data_dir / 'abusepipe.sqlite3'}"
+
+    def kafka(self) -> KafkaSettings | None:
+        """The Kafka connection, or None for the embedded path (straight into the store)."""
+        if not self.kafka_bootstrap:
+            return None
+        servers = tuple(s.strip() for s in self.kafka_bootstrap.split(",") if s.strip())
+        if not servers:
+            raise ConfigError("kafka_bootstrap: no host:port given")
+        return KafkaSettings(
+            bootstrap=servers,
+            topics=TopicNames(
+                reports=self.kafka_topic_reports,
+                evidence=self.kafka_topic_evidence,
+                deadletter=self.kafka_topic_deadletter,
+            ),
+            group=self.kafka_group,
+            client_id=self.kafka_client_id,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+        )
 
     def parse_limits(self) -> ParseLimits:
         return ParseLimits(

@@ -1,7 +1,8 @@
-"""The ingest loop: read raw messages, parse them, and store them in batches.
+"""The ingest loop: read raw messages, parse them, and write them in batches to a sink.
 
-A batch is acknowledged (counted, reported done) only once its transaction committed. A store failure
-stops the run with `StoreUnavailable`: the caller exits with EX_TEMPFAIL so that an MTA retries.
+A batch is acknowledged (counted, reported done) only once the sink made it durable: the store's
+transaction committed, or the broker acknowledged every record. A sink failure stops the run with
+`StoreUnavailable` or `BrokerUnavailable`: the caller exits with EX_TEMPFAIL so that an MTA retries.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from datetime import UTC, datetime
 from abusepipe.errors import ReportRejected
 from ingest.sources import RawMessage, SourceError
 from parsers import ParseLimits, TrustPolicy, parse_message
-from sinks.store import BatchResult, ReportStore, StoredMessage
+from sinks.base import BatchSink
+from sinks.store import BatchResult, StoredMessage
 
 DEFAULT_BATCH = 500
 BATCH_BYTES = 64 * 1024 * 1024
@@ -42,6 +44,7 @@ class IngestSummary:
     dead_lettered: int = 0
     unreadable: list[SourceError] = field(default_factory=list)
     seconds: float = 0.0
+    verb: str = "stored"
 
     def add(self, result: BatchResult) -> None:
         self.messages += result.messages
@@ -52,7 +55,7 @@ class IngestSummary:
     def line(self) -> str:
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
         text = (
-            f"{self.messages} messages: {self.reports} reports stored, {self.duplicates} duplicates, "
+            f"{self.messages} messages: {self.reports} reports {self.verb}, {self.duplicates} duplicates, "
             f"{self.dead_lettered} dead-lettered in {self.seconds:.1f}s ({rate:.0f} messages/s)"
         )
         if self.unreadable:
@@ -91,7 +94,7 @@ def default_workers() -> int:
 
 def ingest(
     source: Iterable[RawMessage | SourceError],
-    store: ReportStore,
+    sink: BatchSink,
     options: ParseOptions,
     *,
     batch_size: int = DEFAULT_BATCH,
@@ -99,8 +102,9 @@ def ingest(
     on_progress: Callable[[int, int], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> IngestSummary:
-    """Parse and store everything `source` yields, in order. `on_progress(messages, bytes)` after each
-    committed batch. With `workers`, parsing runs in that many processes while this one writes."""
+    """Parse everything `source` yields and write it to `sink` (the store, or Kafka), in order.
+    `on_progress(messages, bytes)` after each committed batch. With `workers`, parsing runs in that
+    many processes while this one writes."""
     summary = IngestSummary()
     began = time.perf_counter()
     batch: list[StoredMessage] = []
@@ -113,7 +117,7 @@ def ingest(
             on_progress(summary.messages, read)
 
     prepared = _parallel(source, options, workers, clock) if workers > 0 else _serial(source, options, clock)
-    with BatchWriter(store, committed) as writer:
+    with BatchWriter(sink, committed) as writer:
         for item in prepared:
             if isinstance(item, SourceError):
                 summary.unreadable.append(item)
@@ -138,8 +142,8 @@ class BatchWriter:
     raised to the caller at its next `write` or at exit, and no later batch is written after it.
     """
 
-    def __init__(self, store: ReportStore, committed: Callable[[BatchResult, int], None]) -> None:
-        self._store = store
+    def __init__(self, sink: BatchSink, committed: Callable[[BatchResult, int], None]) -> None:
+        self._sink = sink
         self._committed = committed
         self._queue: queue.Queue[tuple[list[StoredMessage], int] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
@@ -169,7 +173,7 @@ class BatchWriter:
                 continue  # drain: nothing after a failed batch is written
             batch, read = job
             try:
-                self._committed(self._store.write(batch), read)
+                self._committed(self._sink.write(batch), read)
             except BaseException as exc:  # handed to the caller's thread
                 self._error = exc
 

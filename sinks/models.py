@@ -152,3 +152,29 @@ deadletters = Table(
     Column("data", LargeBinary, nullable=False, comment=EVIDENCE_COMMENT),
     Index("ix_deadletters_input_sha256", "input_sha256", unique=True),  # the same bytes are kept once
 )
+
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("group_id", String(255), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column(
+        "next_offset",
+        BigInteger,
+        nullable=False,
+        comment="the next Kafka offset to read; written with the records before it",
+    ),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+kafka_chunks = Table(
+    "kafka_chunks",
+    metadata,
+    Column("stream", String(16), primary_key=True, comment="evidence or deadletter"),
+    Column("sha256", String(64), primary_key=True),
+    Column("chunk", Integer, primary_key=True),
+    Column("chunks", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    comment="chunks of a large input read from Kafka, held until its last chunk arrives",
+)

@@ -86,7 +86,8 @@ class PreparedReport:
     urls: tuple[tuple[str, str | None, str | None], ...]
 
     @classmethod
-    def of(cls, report: AbuseReport, received_at: datetime) -> PreparedReport:
+    def of(cls, report: AbuseReport, received_at: datetime, *, document: str | None = None) -> PreparedReport:
+        """`document`: the report's JSON when the caller already has it (read from Kafka)."""
         original, source = report.original, report.source
         return cls(
             report_id=report.report_id,
@@ -107,7 +108,7 @@ class PreparedReport:
             mail_from_domain=original.mail_from_domain[:320] if original.mail_from_domain else None,
             message_id=original.message_id,
             subject=original.subject,
-            document=report.model_dump_json(),
+            document=document if document is not None else report.model_dump_json(),
             keys=tuple(offender_keys(report)),
             urls=tuple((u.url, u.host, u.registrable_domain) for u in original.urls[:MAX_URLS]),
         )
@@ -361,7 +362,7 @@ def _least(connection: Connection, a: Any, b: Any) -> Any:
     return func.least(a, b) if connection.dialect.name == "postgresql" else func.min(a, b)
 
 
-def _greatest(connection: Connection, a: Any, b: Any) -> Any:
+def greatest(connection: Connection, a: Any, b: Any) -> Any:
     return func.greatest(a, b) if connection.dialect.name == "postgresql" else func.max(a, b)
 
 
@@ -401,27 +402,50 @@ class ReportStore:
 
 
 def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> BatchResult:
-    """Write within the caller's transaction (the Kafka consumer adds its offsets to the same one)."""
-    result = BatchResult(messages=len(batch))
+    """Write within the caller's transaction."""
     raw_rows: dict[str, dict[str, Any]] = {}
     by_id: dict[str, PreparedReport] = {}
     dead_rows: list[dict[str, Any]] = []
     for item in batch:
         if not item.prepared:
-            dead_rows.append(_dead_row(item))
+            dead_rows.append(
+                dead_row(
+                    hashlib.sha256(item.raw).hexdigest(),
+                    reason=item.rejection or "no report",
+                    source=item.source,
+                    received_at=item.received_at,
+                    size=item.size,
+                    compressed=item.compressed,
+                )
+            )
             continue
         sha = item.prepared[0].input_sha256
         if sha not in raw_rows:
-            raw_rows[sha] = {
-                "sha256": sha,
-                "size": len(item.raw),
-                "data": item.compressed,
-                "received_at": item.received_at,
-            }
+            raw_rows[sha] = raw_row(sha, len(item.raw), item.compressed, item.received_at)
         for report in item.prepared:
             by_id.setdefault(report.report_id, report)
+    result = write_rows(connection, list(raw_rows.values()), list(by_id.values()), dead_rows)
+    result.messages = len(batch)
+    return result
 
-    insert_rows(connection, m.raw_messages, list(raw_rows.values()), conflict=_do_nothing)
+
+def raw_row(sha256: str, size: int, compressed: bytes, received_at: datetime) -> dict[str, Any]:
+    return {"sha256": sha256, "size": size, "data": compressed, "received_at": received_at}
+
+
+def write_rows(
+    connection: Connection,
+    raw_rows: list[dict[str, Any]],
+    reports: Sequence[PreparedReport],
+    dead_rows: list[dict[str, Any]],
+) -> BatchResult:
+    """Write evidence (`raw_row`), reports and dead letters (`dead_row`) within the caller's
+    transaction (the Kafka consumer adds its offsets to the same one); aggregates only count reports
+    not stored before."""
+    result = BatchResult()
+    by_id = {report.report_id: report for report in reports}
+    unique_raw = list({row["sha256"]: row for row in raw_rows}.values())
+    insert_rows(connection, m.raw_messages, unique_raw, conflict=_do_nothing)
     report_rows = [_report_row(report) for report in by_id.values()]
     inserted = insert_rows(
         connection, m.reports, report_rows, conflict=_do_nothing, returning=[m.reports.c.report_id]
@@ -439,14 +463,16 @@ def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> Batch
     return result
 
 
-def _dead_row(item: StoredMessage) -> dict[str, Any]:
+def dead_row(
+    sha256: str, *, reason: str, source: str, received_at: datetime, size: int, compressed: bytes
+) -> dict[str, Any]:
     return {
-        "input_sha256": hashlib.sha256(item.raw).hexdigest(),
-        "reason": (item.rejection or "no report")[:2000],
-        "source": item.source[:2000],
-        "received_at": item.received_at,
-        "size": item.size,
-        "data": item.compressed,
+        "input_sha256": sha256,
+        "reason": reason[:2000],
+        "source": source[:2000],
+        "received_at": received_at,
+        "size": size,
+        "data": compressed,
     }
 
 
@@ -549,7 +575,7 @@ def _upsert_totals(connection: Connection, rows: list[dict[str, Any]]) -> None:
         counters = ["reports", "junk_reports", "reporters", *m.FEEDBACK_COLUMNS.values()]
         set_ = {name: table.c[name] + stmt.excluded[name] for name in counters}
         set_["first_seen"] = _least(connection, table.c.first_seen, stmt.excluded.first_seen)
-        set_["last_seen"] = _greatest(connection, table.c.last_seen, stmt.excluded.last_seen)
+        set_["last_seen"] = greatest(connection, table.c.last_seen, stmt.excluded.last_seen)
         return stmt.on_conflict_do_update(index_elements=["kind", "key"], set_=set_)
 
     insert_rows(connection, table, rows, conflict=add)

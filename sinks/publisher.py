@@ -1,0 +1,98 @@
+"""Publishing ingested messages to Kafka: the sink `abusepipe ingest` writes to when Kafka is configured.
+
+`write` returns only once the broker acknowledged every record of the batch (acks=all, idempotent
+producer, so the retries it makes while a broker restarts neither lose nor duplicate records); its
+caller acknowledges the source only then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+from sinks.kafka_config import BrokerUnavailable, KafkaSettings
+from sinks.store import BatchResult, StoredMessage
+from sinks.wire import encode_message
+
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+"""Largest report record: a report document is far smaller; evidence is chunked far below it."""
+DELIVERY_TIMEOUT = 120.0
+"""Seconds a record may take to be acknowledged, retries included (a broker restart fits in it)."""
+
+
+class ReportPublisher:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        delivery_timeout: float = DELIVERY_TIMEOUT,
+        producer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self._timeout = delivery_timeout
+        try:
+            self._producer = KafkaProducer(
+                **kafka.client_options(),
+                acks="all",
+                enable_idempotence=True,
+                compression_type="zstd",
+                linger_ms=10,
+                batch_size=256 * 1024,
+                max_request_size=MAX_REQUEST_BYTES,
+                delivery_timeout_ms=int(delivery_timeout * 1000),
+                allow_auto_create_topics=False,  # topics get their settings from `abusepipe topics create`
+                **(producer_options or {}),
+            )
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"cannot reach Kafka at {','.join(kafka.bootstrap)}: {exc}") from exc
+        self._check_topics()
+
+    def _check_topics(self) -> None:
+        for topic in self.kafka.topics.all():
+            try:
+                partitions = self._producer.partitions_for(topic)
+            except KafkaTimeoutError:
+                partitions = None
+            except KafkaError as exc:
+                raise BrokerUnavailable(f"cannot read Kafka metadata: {exc}") from exc
+            if not partitions:
+                self.close()
+                raise BrokerUnavailable(
+                    f"topic {topic} is not on the Kafka cluster at {','.join(self.kafka.bootstrap)}: "
+                    "create it with `abusepipe topics create`"
+                )
+
+    def write(self, batch: Sequence[StoredMessage]) -> BatchResult:
+        """Publish a batch; return once every record is acknowledged, else raise `BrokerUnavailable`."""
+        result = BatchResult(messages=len(batch))
+        futures = []
+        try:
+            for item in batch:
+                for record in encode_message(item, self.kafka.topics):
+                    futures.append(
+                        self._producer.send(
+                            record.topic, value=record.value, key=record.key, headers=record.headers
+                        )
+                    )
+                if item.prepared:
+                    result.reports += len(item.prepared)
+                else:
+                    result.dead_lettered += 1
+            self._producer.flush(timeout=self._timeout + 10)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"publishing to Kafka failed: {exc}") from exc
+        for future in futures:
+            if not future.is_done:
+                raise BrokerUnavailable(f"Kafka did not acknowledge within {self._timeout:.0f}s")
+            if future.failed():
+                raise BrokerUnavailable(f"Kafka refused a record: {future.exception}") from future.exception
+        return result
+
+    def close(self) -> None:
+        # Nothing is pending once `write` returned: a failed close loses nothing.
+        with contextlib.suppress(KafkaError):
+            self._producer.close(timeout=10)
