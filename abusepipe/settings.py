@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
+    kafka_session_timeout_ms: int = Field(default=45_000, ge=6_000, le=300_000)
 
     @classmethod
     def settings_customise_sources(
@@ -102,6 +103,7 @@ class Settings(BaseSettings):
             sasl_username=self.kafka_sasl_username,
             sasl_password=self.kafka_sasl_password,
             ssl_cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+            session_timeout_ms=self.kafka_session_timeout_ms,
         )
 
     def parse_limits(self) -> ParseLimits:

@@ -102,6 +102,8 @@ class StoreConsumer:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=self.options.batch_records,
+                session_timeout_ms=kafka.session_timeout_ms,
+                heartbeat_interval_ms=min(3000, kafka.session_timeout_ms // 3),
                 **extra,
             )
             self._consumer.subscribe(list(kafka.topics.all()), listener=_Rebalance(self))

@@ -38,6 +38,8 @@ class KafkaSettings:
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: str | None = None
+    session_timeout_ms: int = 45_000
+    """How long a silent consumer keeps its partitions (a killed one holds them this long)."""
 
     def client_options(self) -> dict[str, Any]:
         """Options shared by the producer, the consumer and the admin client of kafka-python."""
