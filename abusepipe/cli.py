@@ -358,8 +358,12 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with store.connect() as connection:
             found: object = (report_raw if args.raw else report_document)(connection, args.report_id)
+            exists = found is not None or report_document(connection, args.report_id) is not None
     finally:
         store.close()
+    if found is None and args.raw and exists:
+        print(f"abusepipe: report {args.report_id}: its original bytes are not stored (yet)", file=sys.stderr)
+        return EXIT_NOT_FOUND
     if found is None:
         print(f"abusepipe: no report {args.report_id}", file=sys.stderr)
         return EXIT_NOT_FOUND

@@ -7,9 +7,12 @@ import binascii
 import email
 import email.policy
 import email.utils
+import hashlib
+import io
 import quopri
 import re
 from collections.abc import Iterator
+from email.generator import BytesGenerator
 from email.message import Message
 
 from parsers.fastmime import parse_bytes, parse_text
@@ -136,6 +139,28 @@ class BinaryPart(Message):
         self.set_payload("")
 
 
+class _StableGenerator(BytesGenerator):
+    """The stdlib generator, except that a boundary it must invent (a multipart without one, or one
+    found in the body) derives from the content instead of `random`: the same input must always give
+    the same attachment hash."""
+
+    @classmethod
+    def _make_boundary(cls, text: str | None = None) -> str:
+        body = text or ""
+        token = hashlib.sha256(body.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        boundary, counter = f"==============={token}==", 0
+        while f"--{boundary}" in body:
+            counter += 1
+            boundary = f"==============={token}.{counter}=="
+        return boundary
+
+
+def serialised(msg: Message) -> bytes:
+    out = io.BytesIO()
+    _StableGenerator(out, mangle_from_=False, policy=msg.policy).flatten(msg, unixfrom=False)
+    return out.getvalue()
+
+
 def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
     """Decoded body of a leaf part; empty when over `max_decoded_bytes` (with a defect)."""
     if isinstance(part, BinaryPart):
@@ -143,7 +168,7 @@ def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
     payload = part.get_payload()
     if isinstance(payload, list):
         try:
-            return b"".join(m.as_bytes() for m in payload if isinstance(m, Message))
+            return b"".join(serialised(m) for m in payload if isinstance(m, Message))
         except Exception:  # the stdlib generator chokes on some broken structures: no bytes, a defect
             defects.add(f"{content_type(part)} part could not be re-serialised: not hashed")
             return b""

@@ -11,8 +11,8 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError
 
 from sinks.kafka_config import BrokerUnavailable, KafkaSettings
 from sinks.store import BatchResult, StoredMessage
@@ -52,19 +52,26 @@ class ReportPublisher:
         self._check_topics()
 
     def _check_topics(self) -> None:
-        for topic in self.kafka.topics.all():
+        """Fail at once, with the fix, when a topic is missing (the producer would wait for it)."""
+        try:
+            admin = KafkaAdminClient(**self.kafka.client_options())
             try:
-                partitions = self._producer.partitions_for(topic)
-            except KafkaTimeoutError:
-                partitions = None
-            except KafkaError as exc:
-                raise BrokerUnavailable(f"cannot read Kafka metadata: {exc}") from exc
-            if not partitions:
-                self.close()
-                raise BrokerUnavailable(
-                    f"topic {topic} is not on the Kafka cluster at {','.join(self.kafka.bootstrap)}: "
-                    "create it with `abusepipe topics create`"
-                )
+                existing = set(admin.list_topics())
+            finally:
+                admin.close()
+        except KafkaError as exc:
+            self.close()
+            raise BrokerUnavailable(
+                f"cannot read the topics of Kafka at {','.join(self.kafka.bootstrap)}: {exc}"
+            ) from exc
+        missing = [topic for topic in self.kafka.topics.all() if topic not in existing]
+        if missing:
+            self.close()
+            servers = ",".join(self.kafka.bootstrap)
+            what = f"topic {missing[0]} is" if len(missing) == 1 else f"topics {', '.join(missing)} are"
+            raise BrokerUnavailable(
+                f"{what} not on the Kafka cluster at {servers}: create with `abusepipe topics create`"
+            )
 
     def write(self, batch: Sequence[StoredMessage]) -> BatchResult:
         """Publish a batch; return once every record is acknowledged, else raise `BrokerUnavailable`."""

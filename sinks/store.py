@@ -6,6 +6,7 @@ for rows actually inserted), so replays after a crash neither lose nor double-co
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import socket
 import zlib
@@ -32,6 +33,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -237,11 +239,32 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
-        with engine.begin() as connection:
+        with _migration_lock(engine), engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Processes starting together (several consumers) migrate one after the other.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
         raise classify(exc, "cannot open the store") from exc
+
+
+MIGRATION_LOCK_KEY = 0x61627573  # "abus": any constant shared by every abusepipe process
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """SQLite has no advisory locks: a lock file beside the database serialises migrations."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def classify(exc: SQLAlchemyError, action: str) -> StoreError:
@@ -404,7 +427,7 @@ class ReportStore:
 def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> BatchResult:
     """Write within the caller's transaction."""
     raw_rows: dict[str, dict[str, Any]] = {}
-    by_id: dict[str, PreparedReport] = {}
+    reports: list[PreparedReport] = []
     dead_rows: list[dict[str, Any]] = []
     for item in batch:
         if not item.prepared:
@@ -422,9 +445,8 @@ def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> Batch
         sha = item.prepared[0].input_sha256
         if sha not in raw_rows:
             raw_rows[sha] = raw_row(sha, len(item.raw), item.compressed, item.received_at)
-        for report in item.prepared:
-            by_id.setdefault(report.report_id, report)
-    result = write_rows(connection, list(raw_rows.values()), list(by_id.values()), dead_rows)
+        reports.extend(item.prepared)
+    result = write_rows(connection, list(raw_rows.values()), reports, dead_rows)
     result.messages = len(batch)
     return result
 
@@ -443,7 +465,9 @@ def write_rows(
     transaction (the Kafka consumer adds its offsets to the same one); aggregates only count reports
     not stored before."""
     result = BatchResult()
-    by_id = {report.report_id: report for report in reports}
+    by_id: dict[str, PreparedReport] = {}
+    for report in reports:
+        by_id.setdefault(report.report_id, report)
     unique_raw = list({row["sha256"]: row for row in raw_rows}.values())
     insert_rows(connection, m.raw_messages, unique_raw, conflict=_do_nothing)
     report_rows = [_report_row(report) for report in by_id.values()]
@@ -456,7 +480,7 @@ def write_rows(
         insert_rows(connection, m.deadletters, unique, conflict=_do_nothing)
     result.dead_lettered = len(dead_rows)
     result.reports = len(new_ids)
-    result.duplicates = len(report_rows) - len(new_ids)
+    result.duplicates = len(reports) - len(new_ids)  # stored before, or twice in this batch
     result.new_report_ids = new_ids
     if new_ids:
         _aggregate(connection, [by_id[report_id] for report_id in sorted(new_ids)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,7 @@ def create_topics(
                     continue
                 raise BrokerUnavailable(f"cannot create topic {topic}: {first.get('error_message') or first}")
             outcomes.append(TopicOutcome(topic, True, f"{partitions} partitions, replication {replication}"))
+        _wait_until_listed(admin, list(roles))
         return outcomes
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot create the topics: {exc}") from exc
@@ -80,3 +82,15 @@ def _topics_of(response: Any) -> list[dict[str, Any]]:
         topics = response.get("topics", [])
         return [t for t in topics if isinstance(t, dict)]
     return []
+
+
+def _wait_until_listed(admin: KafkaAdminClient, topics: list[str], *, timeout: float = 30.0) -> None:
+    """A new topic reaches the brokers' metadata a moment after the controller created it: return only
+    once it is there, so that a publisher started next finds it."""
+    deadline = time.monotonic() + timeout
+    while not set(topics) <= set(admin.list_topics()):
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(
+                f"the new topics did not appear in the cluster metadata within {timeout:.0f}s"
+            )
+        time.sleep(0.1)

@@ -69,3 +69,23 @@ def store(database_url: str) -> Iterator[ReportStore]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL."""
+    yield from _postgres_database()
+
+
+# --- Kafka: a real broker, started by scripts/test (scripts/kafka) -------------------------------------
+
+KAFKA_BOOTSTRAP = os.environ.get("ABUSEPIPE_TEST_KAFKA_BOOTSTRAP")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    if not KAFKA_BOOTSTRAP:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the Kafka tests: ABUSEPIPE_TEST_KAFKA_BOOTSTRAP is not set")
+        pytest.skip("no Kafka broker: set ABUSEPIPE_TEST_KAFKA_BOOTSTRAP (scripts/test starts one)")
+    return KAFKA_BOOTSTRAP

@@ -113,3 +113,24 @@ def inline_forward(body: str, *, subject: str = "Fwd: look at this") -> bytes:
     msg["Subject"] = subject
     msg.set_content(body)
     return msg.as_bytes()
+
+
+def many_reports(count: int) -> list[bytes]:
+    """`count` distinct ARF reports (one report each) from 256 reporters about 1,000 source IPs."""
+    template = arf(
+        "abuse",
+        junk(headers=[(n, v.replace("8.8.4.4", "45.33.0.1")) for n, v in JUNK_HEADERS]),
+        fields=[("Source-IP", "45.33.0.1"), ("Original-Mail-From", "bounce@mailer.example.net")],
+    )
+    template = template.replace(b"junk-1@", b"junk-NNNNNNNN@").replace(
+        b"fbl@isp.example", b"fbl@isp-RRR.example"
+    )
+    out = []
+    for i in range(count):
+        ip = f"45.33.{(i // 250) % 4}.{i % 250 + 1}".encode()
+        out.append(
+            template.replace(b"45.33.0.1", ip)
+            .replace(b"NNNNNNNN", f"{i:08d}".encode())
+            .replace(b"RRR", f"{i % 256:03d}".encode())
+        )
+    return out
