@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument(
         "--max-wait", type=float, default=0.2, metavar="SECONDS", help="how long a batch may wait to fill"
     )
+    consume.add_argument(
+        "--heartbeat-file", type=Path, metavar="PATH", help="touched every few seconds, for liveness probes"
+    )
     consume.add_argument("--quiet", action="store_true", help="no summary line")
     _store_option(consume)
 
@@ -287,7 +290,9 @@ def _cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
             print(f"abusepipe: {text}", file=sys.stderr, flush=True)
 
     try:
-        options = ConsumerOptions(batch_records=args.batch, max_wait=args.max_wait)
+        options = ConsumerOptions(
+            batch_records=args.batch, max_wait=args.max_wait, heartbeat_file=args.heartbeat_file
+        )
         consumer = StoreConsumer(kafka, store, options, log=log)
         try:
             summary = consumer.run(stop)

@@ -39,6 +39,8 @@ class Consumed:
     item: Decoded
     value: bytes = b""
     """The record's value, kept to dead-letter it should the store refuse the decoded item."""
+    timestamp: int = 0
+    """The record's Kafka timestamp (ms): when it was published."""
 
 
 @dataclass(slots=True)

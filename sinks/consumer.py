@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -68,6 +69,8 @@ class ConsumerOptions:
     """Seconds a batch may wait to fill once it holds a record: bounds publish-to-queryable latency."""
     backoff_start: float = 0.5
     backoff_max: float = 30.0
+    heartbeat_file: Path | None = None
+    """Touched on every loop turn (also while waiting for the database): a liveness probe reads its age."""
 
 
 OnCommit = Callable[[Sequence[Consumed], ConsumedResult, float], None]
@@ -148,6 +151,7 @@ class StoreConsumer:
         began = time.perf_counter()
         try:
             while not stop.is_set():
+                self._beat()
                 self._position_held(stop)
                 batch, generation = self._collect(stop)
                 if batch:
@@ -155,6 +159,14 @@ class StoreConsumer:
         finally:
             self.summary.seconds = time.perf_counter() - began
         return self.summary
+
+    def _beat(self) -> None:
+        path = self.options.heartbeat_file
+        if path is not None:
+            try:
+                path.touch()
+            except OSError as exc:
+                self._log(f"cannot touch the heartbeat file {path}: {exc.strerror or exc}")
 
     def close(self) -> None:
         try:
@@ -192,14 +204,10 @@ class StoreConsumer:
             )
             for records in polled.values():
                 for record in records:
+                    item = decode(record, self.kafka.topics)
+                    value = record.value or b""
                     batch.append(
-                        Consumed(
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                            decode(record, self.kafka.topics),
-                            record.value or b"",
-                        )
+                        Consumed(record.topic, record.partition, record.offset, item, value, record.timestamp)
                     )
             if batch and deadline is None:
                 deadline = time.monotonic() + options.max_wait
@@ -243,6 +251,7 @@ class StoreConsumer:
         """Sleep while staying in the group (the partitions are paused, so no records arrive)."""
         end = time.monotonic() + seconds
         while not stop.is_set():
+            self._beat()
             left = end - time.monotonic()
             if left <= 0:
                 return True

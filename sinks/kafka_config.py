@@ -8,6 +8,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from abusepipe.errors import AbusepipeError
+from sinks import kafka_crc
+
+kafka_crc.install()
 
 
 class BrokerUnavailable(AbusepipeError):

@@ -194,3 +194,16 @@ def test_poison_is_dead_lettered_and_the_partition_moves_on(store: ReportStore) 
         (letter,) = dead_letters(connection)
     assert letter.source == "kafka:t.reports/0@99"
     assert "unknown schema_version 7" in letter.reason
+
+
+def test_kafka_record_batches_are_checksummed_in_c() -> None:
+    import kafka.record.default_records as records
+    from kafka.record._crc32c import crc as pure_python_crc
+
+    from sinks import kafka_crc
+
+    check = memoryview(b"123456789")
+    assert records.calc_crc32c is kafka_crc.crc32c
+    assert records.calc_crc32c(check) == pure_python_crc(check) == 0xE3069283  # CRC-32C check value
+    batch = os.urandom(100_000)
+    assert kafka_crc.crc32c(memoryview(batch)) == pure_python_crc(batch)
