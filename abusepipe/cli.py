@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +21,9 @@ from abusepipe.errors import AbusepipeError, ConfigError, ReportRejected
 from abusepipe.output import FORMATS, render, table
 from abusepipe.progress import ingest_progress
 from abusepipe.settings import Settings
+from ingest.checkpoint import Checkpoint
 from ingest.runner import DEFAULT_BATCH, ParseOptions, default_workers, ingest
-from ingest.sources import PathSource
+from ingest.sources import PathSource, RawMessage, SourceError
 from parsers import TrustPolicy, parse_message
 from schemas import json_schema
 from sinks.base import BatchSink
@@ -83,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="parser processes beside the writer (default: one per core; 0 parses in process)",
+    )
+    ingest.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="skip what an earlier run with this file acknowledged; record what this run does",
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     _store_option(ingest)
@@ -230,7 +237,8 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"--trusted-network: {exc}") from exc
     options = ParseOptions(trap=args.trap, trust=trust, limits=settings.parse_limits())
     url = _store_url(args, settings)
-    source = PathSource(args.paths, max_bytes=options.limits.max_message_bytes)
+    paths = PathSource(args.paths, max_bytes=options.limits.max_message_bytes)
+    source: Iterable[RawMessage | SourceError] = paths
     workers = args.workers if args.workers is not None else default_workers()
     if args.paths == ["-"] or workers < 0:
         workers = 0  # one piped message: a process pool would only add start-up time
@@ -240,19 +248,35 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         sink, destination = ReportPublisher(kafka), kafka.display()
     else:
         sink, destination = ReportStore.open(url), _display_url(url)
+    checkpoint: Checkpoint | None = None
     try:
+        if args.checkpoint:
+            checkpoint = Checkpoint(args.checkpoint)
+            source = checkpoint.pending(source)
         show = not args.quiet and sys.stderr.isatty()
         # Sizing the bar walks every input once more: only when there is a bar.
-        with ingest_progress(enabled=show, total=source.total_bytes() if show else None) as tick:
-            summary = ingest(source, sink, options, batch_size=args.batch, workers=workers, on_progress=tick)
+        total = paths.total_bytes() if show else None
+        with ingest_progress(enabled=show, total=total) as tick:
+            summary = ingest(
+                source,
+                sink,
+                options,
+                batch_size=args.batch,
+                workers=workers,
+                on_progress=tick,
+                on_acknowledged=(lambda b: checkpoint.record(m.source for m in b)) if checkpoint else None,
+            )
     finally:
         sink.close()
+        if checkpoint is not None:
+            checkpoint.close()
     if kafka is not None:
         summary.verb = "published"
     for error in summary.unreadable:
         print(f"{error.source}: cannot read: {error.reason}", file=sys.stderr)
     if not args.quiet:
-        print(f"abusepipe: {summary.line()} into {destination}", file=sys.stderr)
+        skipped = f"; {checkpoint.skipped} skipped (in the checkpoint)" if checkpoint else ""
+        print(f"abusepipe: {summary.line()} into {destination}{skipped}", file=sys.stderr)
     return EXIT_UNREADABLE if summary.unreadable else EXIT_OK
 
 

@@ -100,18 +100,21 @@ def ingest(
     batch_size: int = DEFAULT_BATCH,
     workers: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    on_acknowledged: Callable[[list[StoredMessage]], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> IngestSummary:
     """Parse everything `source` yields and write it to `sink` (the store, or Kafka), in order.
-    `on_progress(messages, bytes)` after each committed batch. With `workers`, parsing runs in that
-    many processes while this one writes."""
+    `on_progress(messages, bytes)` and `on_acknowledged(batch)` after each committed batch. With
+    `workers`, parsing runs in that many processes while this one writes."""
     summary = IngestSummary()
     began = time.perf_counter()
     batch: list[StoredMessage] = []
     read_bytes = 0
     batch_bytes = 0
 
-    def committed(result: BatchResult, read: int) -> None:
+    def committed(batch: list[StoredMessage], result: BatchResult, read: int) -> None:
+        if on_acknowledged is not None:
+            on_acknowledged(batch)
         summary.add(result)
         if on_progress is not None:
             on_progress(summary.messages, read)
@@ -142,7 +145,9 @@ class BatchWriter:
     raised to the caller at its next `write` or at exit, and no later batch is written after it.
     """
 
-    def __init__(self, sink: BatchSink, committed: Callable[[BatchResult, int], None]) -> None:
+    def __init__(
+        self, sink: BatchSink, committed: Callable[[list[StoredMessage], BatchResult, int], None]
+    ) -> None:
         self._sink = sink
         self._committed = committed
         self._queue: queue.Queue[tuple[list[StoredMessage], int] | None] = queue.Queue(maxsize=1)
@@ -173,7 +178,7 @@ class BatchWriter:
                 continue  # drain: nothing after a failed batch is written
             batch, read = job
             try:
-                self._committed(self._sink.write(batch), read)
+                self._committed(batch, self._sink.write(batch), read)
             except BaseException as exc:  # handed to the caller's thread
                 self._error = exc
 

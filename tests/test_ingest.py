@@ -265,6 +265,52 @@ def test_a_failed_batch_stops_the_ingest_and_nothing_after_it_is_written() -> No
     store = FlakyStore()
     box = io.BytesIO(mbox_of([forward([junk()], subject=f"Fwd: {i}") for i in range(10)]))
     source = list(read_mbox(box, "box", max_bytes=1 << 20))
+    acknowledged: list[str] = []
     with pytest.raises(StoreUnavailable):
-        ingest(source, store, ParseOptions(), batch_size=3, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
+        ingest(
+            source,
+            store,  # type: ignore[arg-type]
+            ParseOptions(),
+            batch_size=3,
+            on_acknowledged=lambda batch: acknowledged.extend(m.source for m in batch),
+            clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+        )
     assert store.batches == [3, -1]
+    assert acknowledged == [m.source for m in source[:3]]  # only the batch the sink took
+
+
+def test_a_checkpoint_skips_what_an_earlier_run_stored(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for i in range(3):
+        (inbox / f"{i}.eml").write_bytes(forward([junk(extra=[("X-Seq", str(i))])]))
+    (inbox / "box.mbox").write_bytes(mbox_of([forward([junk(extra=[("X-Seq", f"m{i}")])]) for i in range(2)]))
+    checkpoint = tmp_path / "done.jsonl"
+    first = run("ingest", "--checkpoint", str(checkpoint), "--database", url, str(inbox))
+    assert first.returncode == 0, first.stderr.decode()
+    assert "5 messages: 5 reports stored" in first.stderr.decode()
+    recorded = [json.loads(line) for line in checkpoint.read_text().splitlines()]
+    assert sorted(recorded) == sorted(
+        [
+            *(str(inbox / f"{i}.eml") for i in range(3)),
+            *(
+                f"{inbox / 'box.mbox'}:{offset}"
+                for offset in (0, len(mbox_of([forward([junk(extra=[("X-Seq", "m0")])])])))
+            ),
+        ]
+    )
+    (inbox / "3.eml").write_bytes(forward([junk(extra=[("X-Seq", "3")])]))
+    second = run("ingest", "--checkpoint", str(checkpoint), "--database", url, str(inbox))
+    assert second.returncode == 0
+    assert "1 messages: 1 reports stored, 0 duplicates" in second.stderr.decode()
+    assert "5 skipped (in the checkpoint)" in second.stderr.decode()
+    assert len(checkpoint.read_text().splitlines()) == 6
+
+    checkpoint.write_text('"fine"\nnot json\n')
+    broken = run("ingest", "--checkpoint", str(checkpoint), "--database", url, str(inbox))
+    assert broken.returncode == 2
+    assert (
+        broken.stderr.decode()
+        == f"abusepipe: error: {checkpoint}:2: not a checkpoint line (a JSON string per line)\n"
+    )

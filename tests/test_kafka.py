@@ -525,14 +525,16 @@ def test_unconfigured_or_unreachable_kafka_gets_one_clear_line(tmp_path: Path) -
     env["ABUSEPIPE_KAFKA_BOOTSTRAP"] = "127.0.0.1:9"  # nothing listens there
     env["ABUSEPIPE_DATA_DIR"] = str(tmp_path)
     (tmp_path / "m.eml").write_bytes(junk())
+    checkpoint = tmp_path / "done.jsonl"
     done = subprocess.run(
-        [*CMD, "ingest", "--trap", str(tmp_path / "m.eml")],
+        [*CMD, "ingest", "--trap", "--checkpoint", str(checkpoint), str(tmp_path / "m.eml")],
         env=env,
         capture_output=True,
         timeout=120,
         check=False,
     )
     assert done.returncode == 75
+    assert not checkpoint.exists() or checkpoint.read_text() == ""  # nothing acknowledged
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("abusepipe: error: cannot reach Kafka at 127.0.0.1:9"), (
         lines
@@ -567,3 +569,20 @@ def test_topics_create_is_idempotent(kafka_bootstrap: str) -> None:
     assert [asdict(o)["created"] for o in create_topics(kafka, partitions=2)] == [True, True, True]
     again = create_topics(kafka, partitions=2)
     assert [o.detail for o in again] == ["exists (left unchanged)"] * 3
+
+
+def test_a_piped_message_exits_0_once_the_broker_has_it(pipeline: Pipeline) -> None:
+    raw = junk(extra=[("X-Piped", "yes")])
+    piped = subprocess.run(
+        [*CMD, "ingest", "--trap", "-"],
+        input=raw,
+        env=pipeline.env(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert "1 messages: 1 reports published" in piped.stderr.decode()
+    consumer = pipeline.consumer()
+    pipeline.wait_for(1, alive=[consumer])
+    assert pipeline.stop(consumer) == 0
