@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
         "--max-wait", type=float, default=0.2, metavar="SECONDS", help="how long a batch may wait to fill"
     )
     consume.add_argument(
+        "--stats-interval", type=float, default=60.0, metavar="SECONDS", help="seconds between progress lines"
+    )
+    consume.add_argument(
         "--heartbeat-file", type=Path, metavar="PATH", help="touched every few seconds, for liveness probes"
     )
     consume.add_argument("--quiet", action="store_true", help="no summary line")
@@ -315,7 +318,10 @@ def _cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         options = ConsumerOptions(
-            batch_records=args.batch, max_wait=args.max_wait, heartbeat_file=args.heartbeat_file
+            batch_records=args.batch,
+            max_wait=args.max_wait,
+            stats_interval=args.stats_interval,
+            heartbeat_file=args.heartbeat_file,
         )
         consumer = StoreConsumer(kafka, store, options, log=log)
         try:

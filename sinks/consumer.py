@@ -69,6 +69,8 @@ class ConsumerOptions:
     """Seconds a batch may wait to fill once it holds a record: bounds publish-to-queryable latency."""
     backoff_start: float = 0.5
     backoff_max: float = 30.0
+    stats_interval: float = 60.0
+    """Seconds between progress lines in the log (only when records arrived since the last one)."""
     heartbeat_file: Path | None = None
     """Touched on every loop turn (also while waiting for the database): a liveness probe reads its age."""
 
@@ -149,9 +151,15 @@ class StoreConsumer:
 
     def run(self, stop: threading.Event) -> ConsumerSummary:
         began = time.perf_counter()
+        last_stats, last_records = began, 0
         try:
             while not stop.is_set():
                 self._beat()
+                now = time.perf_counter()
+                if now - last_stats >= self.options.stats_interval and self.summary.records > last_records:
+                    self.summary.seconds = now - began
+                    self._log(f"so far: {self.summary.line()}")
+                    last_stats, last_records = now, self.summary.records
                 self._position_held(stop)
                 batch, generation = self._collect(stop)
                 if batch:

@@ -359,15 +359,20 @@ def test_two_consumers_share_the_partitions_and_poison_is_dead_lettered(
     for topic, value in poison:
         producer.send(topic, value=value + b" ", key=b"poison")  # poison after the reports too
     producer.close()
-    first, second = pipeline.consumer("a"), pipeline.consumer("b")
+    first, second = pipeline.consumer("a", "--stats-interval", "0.5"), pipeline.consumer("b")
     pipeline.wait_for(FAULT_REPORTS, alive=[first, second])
     deadline = time.monotonic() + 60
     while pipeline.count(m.deadletters) < 2 * len(poison):
         assert time.monotonic() < deadline, pipeline.count(m.deadletters)
         time.sleep(0.3)
     assert pipeline.stop(first) == 0 and pipeline.stop(second) == 0
-    stored = [re.search(r"(\d+) records: (\d+) reports stored", pipeline.log(name)) for name in ("a", "b")]
+    # The last line of each log is its summary (a's has progress lines before it).
+    stored = [
+        re.match(r"abusepipe: (\d+) records: (\d+) reports stored", pipeline.log(name).splitlines()[-1])
+        for name in ("a", "b")
+    ]
     assert all(stored), (pipeline.log("a"), pipeline.log("b"))
+    assert "abusepipe: so far: " in pipeline.log("a") and "so far" not in pipeline.log("b")
     per_consumer = [int(match[2]) for match in stored if match]
     assert sum(per_consumer) == FAULT_REPORTS and min(per_consumer) > 0  # both had partitions
     assert exact_counts(pipeline.database_url) == expected
