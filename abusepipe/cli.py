@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -22,7 +23,11 @@ from abusepipe.output import FORMATS, render, table
 from abusepipe.progress import ingest_progress
 from abusepipe.settings import Settings
 from ingest.checkpoint import Checkpoint
+from ingest.live import IntakeCounters, LiveIntake, MessageLog
+from ingest.live import default_workers as live_workers
+from ingest.metrics import serve_metrics
 from ingest.runner import DEFAULT_BATCH, ParseOptions, default_workers, ingest
+from ingest.smtp import IntakeHandler, SmtpOptions, make_routes, serve, tls_context
 from ingest.sources import PathSource, RawMessage, SourceError
 from parsers import TrustPolicy, parse_message
 from schemas import json_schema
@@ -101,6 +106,32 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--replication-factor", type=_positive, default=None, help="default: 3, or fewer brokers if fewer"
     )
+
+    smtp = commands.add_parser(
+        "smtp", help="receive reports over SMTP or LMTP for the configured abuse addresses (250 once durable)"
+    )
+    smtp.add_argument(
+        "--listen", metavar="HOST:PORT", help="default: ABUSEPIPE_SMTP_LISTEN or 127.0.0.1:2525"
+    )
+    smtp.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        metavar="ADDRESS[=ROUTE]",
+        help="an accepted address (repeatable); ROUTE: auto (default), trap, or a feedback type (fraud, ...)",
+    )
+    smtp.add_argument("--lmtp", action="store_true", help="speak LMTP (behind an MTA) instead of SMTP")
+    smtp.add_argument("--max-size", type=_positive, metavar="BYTES", help="largest message (default 32 MiB)")
+    smtp.add_argument("--tls-cert", type=Path, metavar="PEM", help="certificate chain for STARTTLS")
+    smtp.add_argument("--tls-key", type=Path, metavar="PEM", help="private key for STARTTLS")
+    smtp.add_argument("--require-starttls", action="store_true", help="refuse mail before STARTTLS")
+    smtp.add_argument("--trusted-network", action="append", default=[], metavar="CIDR")
+    smtp.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="parser processes (default: cores)"
+    )
+    smtp.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus counters at /metrics")
+    smtp.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
+    _store_option(smtp)
 
     consume = commands.add_parser(
         "consume", help="store what is published to Kafka (a consumer group; run several to share the load)"
@@ -336,6 +367,70 @@ def _cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _open_sink(args: argparse.Namespace, settings: Settings) -> tuple[BatchSink, str]:
+    """Kafka when configured, else the store: the durable destination of every intake."""
+    kafka = settings.kafka()
+    if kafka is not None:
+        return ReportPublisher(kafka), kafka.display()
+    url = _store_url(args, settings)
+    return ReportStore.open(url), _display_url(url)
+
+
+def _listen_address(text: str, option: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected HOST:PORT") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{option} {text!r}: port out of range")
+    return host.strip("[]") or "0.0.0.0", number
+
+
+def _cmd_smtp(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        trust = TrustPolicy.from_cidrs([*settings.trusted_networks, *args.trusted_network])
+    except ValueError as exc:
+        raise ConfigError(f"--trusted-network: {exc}") from exc
+    base = ParseOptions(trust=trust, limits=settings.parse_limits())
+    recipients = dict(settings.smtp_recipients)
+    for spec in args.recipient:
+        address, _, route = spec.partition("=")
+        recipients[address] = route or "auto"
+    routes = make_routes(recipients, base)
+    host, port = _listen_address(args.listen or settings.smtp_listen, "--listen")
+    cert = args.tls_cert or settings.smtp_tls_cert
+    key = args.tls_key or settings.smtp_tls_key
+    if bool(cert) != bool(key):
+        raise ConfigError("STARTTLS needs both --tls-cert and --tls-key")
+    require_tls = args.require_starttls or settings.smtp_require_starttls
+    if require_tls and not cert:
+        raise ConfigError("--require-starttls needs --tls-cert and --tls-key")
+    options = SmtpOptions(
+        host=host,
+        port=port,
+        lmtp=args.lmtp,
+        max_message_bytes=args.max_size or settings.max_message_bytes,
+        hostname=settings.smtp_hostname,
+        tls=tls_context(str(cert), str(key)) if cert and key else None,
+        require_starttls=require_tls,
+    )
+    counters, log = IntakeCounters(), MessageLog("lmtp" if args.lmtp else "smtp")
+    if args.metrics_listen:
+        serve_metrics(args.metrics_listen, log.intake, counters)
+    sink, destination = _open_sink(args, settings)
+    workers = args.workers if args.workers is not None else live_workers()
+    intake = LiveIntake(sink, workers=max(0, workers))
+    try:
+        log.text(f"writing to {destination}")
+        handler = IntakeHandler(intake, routes, counters, log, lmtp=args.lmtp)
+        asyncio.run(serve(handler, options, stats_interval=args.stats_interval))
+    finally:
+        intake.close()
+        sink.close()
+    return EXIT_OK
+
+
 def _cmd_offenders(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     since = parse_since(args.since, now)
@@ -443,6 +538,7 @@ COMMANDS = {
     "ingest": _cmd_ingest,
     "topics": _cmd_topics,
     "consume": _cmd_consume,
+    "smtp": _cmd_smtp,
     "offenders": _cmd_offenders,
     "offender": _cmd_offender,
     "report": _cmd_report,

@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     kafka_session_timeout_ms: int = Field(default=45_000, ge=6_000, le=300_000)
+    kafka_delivery_timeout: float = Field(
+        default=120.0, gt=0, description="seconds the broker may take to acknowledge (retries included)"
+    )
+
+    smtp_listen: str = "127.0.0.1:2525"
+    smtp_recipients: dict[str, str] = Field(
+        default_factory=dict, description='accepted addresses and their routes: {"abuse@example.net": "auto"}'
+    )
+    smtp_hostname: str | None = None
+    smtp_tls_cert: Path | None = None
+    smtp_tls_key: Path | None = None
+    smtp_require_starttls: bool = False
 
     @classmethod
     def settings_customise_sources(
@@ -104,6 +116,7 @@ class Settings(BaseSettings):
             sasl_password=self.kafka_sasl_password,
             ssl_cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
             session_timeout_ms=self.kafka_session_timeout_ms,
+            delivery_timeout=self.kafka_delivery_timeout,
         )
 
     def parse_limits(self) -> ParseLimits:

@@ -34,6 +34,9 @@ class ParseOptions:
     trap: bool = False
     trust: TrustPolicy = field(default_factory=TrustPolicy)
     limits: ParseLimits = field(default_factory=ParseLimits)
+    feedback_type: str | None = None
+    """Overrides the parsed feedback type: the address a report was sent to can say what it is
+    (`phish@` receives fraud)."""
 
 
 @dataclass(slots=True)
@@ -83,6 +86,8 @@ def to_stored(message: RawMessage, options: ParseOptions, received_at: datetime)
         )
     except ReportRejected as exc:
         return StoredMessage(message.data, message.source, received_at, rejection=exc.reason)
+    if options.feedback_type is not None:
+        reports = [r.model_copy(update={"feedback_type": options.feedback_type}) for r in reports]
     return StoredMessage(message.data, message.source, received_at, reports=reports)
 
 

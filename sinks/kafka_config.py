@@ -42,6 +42,8 @@ class KafkaSettings:
     sasl_password: SecretStr | None = None
     ssl_cafile: str | None = None
     session_timeout_ms: int = 45_000
+    delivery_timeout: float = 120.0
+    """Seconds a published record may take to be acknowledged, retries included."""
     """How long a silent consumer keeps its partitions (a killed one holds them this long)."""
 
     def client_options(self) -> dict[str, Any]:
@@ -50,6 +52,8 @@ class KafkaSettings:
             "bootstrap_servers": list(self.bootstrap),
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
+            # Back after a broker restart within seconds (kafka-python's default backs off to 30 s).
+            "reconnect_backoff_max_ms": 5_000,
         }
         if self.sasl_mechanism:
             options["sasl_mechanism"] = self.sasl_mechanism

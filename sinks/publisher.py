@@ -20,8 +20,6 @@ from sinks.wire import encode_message
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 """Largest report record: a report document is far smaller; evidence is chunked far below it."""
-DELIVERY_TIMEOUT = 120.0
-"""Seconds a record may take to be acknowledged, retries included (a broker restart fits in it)."""
 
 
 class ReportPublisher:
@@ -29,11 +27,11 @@ class ReportPublisher:
         self,
         kafka: KafkaSettings,
         *,
-        delivery_timeout: float = DELIVERY_TIMEOUT,
+        delivery_timeout: float | None = None,
         producer_options: dict[str, Any] | None = None,
     ) -> None:
         self.kafka = kafka
-        self._timeout = delivery_timeout
+        self._timeout = delivery_timeout if delivery_timeout is not None else kafka.delivery_timeout
         try:
             self._producer = KafkaProducer(
                 **kafka.client_options(),
@@ -43,7 +41,11 @@ class ReportPublisher:
                 linger_ms=10,
                 batch_size=256 * 1024,
                 max_request_size=MAX_REQUEST_BYTES,
-                delivery_timeout_ms=int(delivery_timeout * 1000),
+                delivery_timeout_ms=int(self._timeout * 1000),
+                # kafka-python requires the delivery timeout to cover linger plus one request.
+                request_timeout_ms=min(30_000, max(1_000, int(self._timeout * 1000) - 1_000)),
+                # send() may block this long for metadata or buffer space: never beyond the timeout.
+                max_block_ms=min(60_000, int(self._timeout * 1000)),
                 allow_auto_create_topics=False,  # topics get their settings from `abusepipe topics create`
                 **(producer_options or {}),
             )

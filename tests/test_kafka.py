@@ -392,35 +392,6 @@ def parsed_many(many: Path) -> list[StoredMessage]:
     ]
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Callable[[str], None]]:
-    """A broker of this test's own, to stop and start without disturbing the other tests."""
-    port = str(59192 + os.getpid() % 200 * 2)
-    env = {
-        **os.environ,
-        "ABUSEPIPE_KAFKA_PORT": port,
-        "ABUSEPIPE_KAFKA_DIR": f"/tmp/abusepipe-kafka-test-{uuid.uuid4().hex[:8]}",
-    }
-
-    def control(action: str) -> None:
-        done = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "kafka"), action],
-            env=env,
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-
-    control("start")
-    control.bootstrap = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
-    try:
-        yield control
-    finally:
-        control("stop")
-        subprocess.run(["rm", "-rf", env["ABUSEPIPE_KAFKA_DIR"]], check=False)
-
-
 def test_broker_restart_during_publishing_and_consuming(
     own_broker: Callable[[str], None],
     postgres_url: str,
@@ -460,35 +431,6 @@ def test_broker_restart_during_publishing_and_consuming(
         assert exact_counts(pipeline.database_url) == expected
     finally:
         pipeline.close()
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[tuple[str, Callable[[str], None]]]:
-    """A PostgreSQL cluster of this test's own, to stop and start during consuming."""
-    port = str(55533 + os.getpid() % 200)
-    env = {
-        **os.environ,
-        "ABUSEPIPE_PG_PORT": port,
-        "ABUSEPIPE_PG_DIR": f"/tmp/abusepipe-pg-test-{uuid.uuid4().hex[:8]}",
-    }
-
-    def control(action: str) -> str:
-        done = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "postgres"), action],
-            env=env,
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        return done.stdout.decode().strip()
-
-    url = control("start")
-    try:
-        yield url, control  # type: ignore[misc]
-    finally:
-        control("stop")
-        subprocess.run(["rm", "-rf", env["ABUSEPIPE_PG_DIR"]], check=False)
 
 
 def test_postgres_restart_during_consuming(

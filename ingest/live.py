@@ -1,0 +1,196 @@
+"""The core of the live intakes (SMTP/LMTP, IMAP): one message at a time in, durable outcome out.
+
+`LiveIntake.submit` parses a message in a worker process and hands it to a writer thread that groups
+what arrives together into one batch for the sink (group commit: one transaction or one broker
+round trip for many concurrent messages). The returned future resolves only once the batch is durable;
+it fails with `StoreUnavailable`/`BrokerUnavailable` when it is not, and the caller must then not
+acknowledge the message (SMTP answers 451, IMAP leaves it unmarked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TextIO
+
+from ingest.runner import ParseOptions, to_stored
+from ingest.sources import RawMessage
+from sinks.base import BatchSink
+from sinks.store import StoredMessage
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*<?([^\r\n>]{1,250})>?", re.IGNORECASE | re.MULTILINE)
+
+
+def message_id_of(raw: bytes) -> str | None:
+    """The Message-ID of the received message itself (for the log line), from its header block."""
+    head = raw[: raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw[:65536] else 65536]
+    match = _MESSAGE_ID.search(head)
+    return match[1].decode("utf-8", "replace").strip() if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    reports: int
+    dead_letter: str | None
+    """Why the message yielded no report (it is stored as a dead letter), or None."""
+
+
+@dataclass(slots=True)
+class IntakeCounters:
+    """What every intake counts; shown in the periodic log line and, optionally, as Prometheus metrics."""
+
+    received: int = 0
+    reports: int = 0
+    refused: int = 0
+    """Refused at the door (unknown recipient, too large): never stored, the sender is told."""
+    dead_lettered: int = 0
+    retried: int = 0
+    """Not durable this time (store or broker unavailable): the source keeps the message and retries."""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **amounts: int) -> None:
+        with self.lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "received": self.received,
+                "reports": self.reports,
+                "refused": self.refused,
+                "dead_lettered": self.dead_lettered,
+                "retried": self.retried,
+            }
+
+    def line(self) -> str:
+        return ", ".join(f"{count} {name.replace('_', '-')}" for name, count in self.snapshot().items())
+
+
+class MessageLog:
+    """One JSON line per message on a text stream (stderr by default)."""
+
+    def __init__(self, intake: str, stream: TextIO | None = None) -> None:
+        self.intake = intake
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def message(
+        self, *, source: str, message_id: str | None, outcome: str, reports: int = 0, reason: str = ""
+    ) -> None:
+        entry: dict[str, object] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "intake": self.intake,
+            "source": source,
+            "message_id": message_id,
+            "outcome": outcome,
+            "reports": reports,
+        }
+        if reason:
+            entry["reason"] = reason[:500]
+        line = json.dumps(entry, ensure_ascii=False)
+        with self._lock:
+            stream = self._stream or sys.stderr
+            stream.write(line + "\n")
+            stream.flush()
+
+    def text(self, line: str) -> None:
+        with self._lock:
+            stream = self._stream or sys.stderr
+            stream.write(f"abusepipe: {line}\n")
+            stream.flush()
+
+
+_Job = tuple[StoredMessage, "Future[Outcome]"]
+
+
+class LiveIntake:
+    def __init__(
+        self,
+        sink: BatchSink,
+        *,
+        workers: int = 0,
+        batch_size: int = 200,
+        max_wait: float = 0.02,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sink = sink
+        self._pool = ProcessPoolExecutor(max_workers=workers) if workers > 0 else None
+        self._batch_size = batch_size
+        self._max_wait = max_wait
+        self._clock = clock
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="abusepipe-live-writer", daemon=True)
+        self._writer.start()
+
+    def submit(self, message: RawMessage, options: ParseOptions) -> Future[Outcome]:
+        """Parse and write one message; the future resolves once it is durable (or fails)."""
+        done: Future[Outcome] = Future()
+        received = self._clock()
+        if self._pool is None:
+            try:
+                self._jobs.put((to_stored(message, options, received), done))
+            except Exception as exc:  # a parser bug: fail this message, keep serving the others
+                done.set_exception(exc)
+            return done
+        parsed = self._pool.submit(to_stored, message, options, received)
+
+        def queue_it(parsed: Future[StoredMessage]) -> None:
+            error = parsed.exception()
+            if error is not None:
+                done.set_exception(error)
+            else:
+                self._jobs.put((parsed.result(), done))
+
+        parsed.add_done_callback(queue_it)
+        return done
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._jobs.put(None)
+        self._writer.join()
+
+    def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self._jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            deadline = time.monotonic() + self._max_wait
+            while len(batch) < self._batch_size:
+                try:
+                    more = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._write(batch)
+
+    def _write(self, batch: list[_Job]) -> None:
+        try:
+            self._sink.write([item for item, _ in batch])
+        except Exception as exc:  # handed to every waiting caller: none of them acknowledges
+            for _, done in batch:
+                done.set_exception(exc)
+            return
+        for item, done in batch:
+            done.set_result(
+                Outcome(len(item.prepared), None if item.prepared else (item.rejection or "no report"))
+            )
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
