@@ -9,12 +9,13 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.engine import make_url
 
 from abusepipe import __version__
@@ -23,6 +24,7 @@ from abusepipe.output import FORMATS, render, table
 from abusepipe.progress import ingest_progress
 from abusepipe.settings import Settings
 from ingest.checkpoint import Checkpoint
+from ingest.imap import ImapIntake, ImapOptions, MailboxUnavailable, PassResult
 from ingest.live import IntakeCounters, LiveIntake, MessageLog
 from ingest.live import default_workers as live_workers
 from ingest.metrics import serve_metrics
@@ -132,6 +134,40 @@ def _parser() -> argparse.ArgumentParser:
     smtp.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus counters at /metrics")
     smtp.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
     _store_option(smtp)
+
+    imap = commands.add_parser(
+        "imap", help="read report mailboxes over IMAP; mark each message only once it is durable"
+    )
+    imap.add_argument("--host", help="IMAP server (default: ABUSEPIPE_IMAP_HOST)")
+    imap.add_argument("--port", type=_positive, help="default: 993 for ssl, 143 otherwise")
+    imap.add_argument("--security", choices=("ssl", "starttls", "plain"), help="default: ssl (IMAPS)")
+    imap.add_argument("--user", help="login (default: ABUSEPIPE_IMAP_USERNAME)")
+    imap.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="read the password here (else ABUSEPIPE_IMAP_PASSWORD)",
+    )
+    imap.add_argument("--ca-file", type=Path, metavar="PEM", help="CA certificates to verify the server with")
+    imap.add_argument(
+        "--folder", action="append", default=[], help="folder to read (repeatable; default INBOX)"
+    )
+    imap.add_argument(
+        "--mark", choices=("move", "flag"), help="move done messages away (default) or flag them"
+    )
+    imap.add_argument("--processed-folder", help="where done messages go (default Processed)")
+    imap.add_argument("--rejected-folder", help="where messages without a report go (default Rejected)")
+    imap.add_argument("--poll-interval", type=float, metavar="SECONDS", help="between passes (default 60)")
+    imap.add_argument("--no-idle", action="store_true", help="poll even where the server offers IDLE")
+    imap.add_argument("--once", action="store_true", help="one pass over the folders, then exit")
+    imap.add_argument("--trap", action="store_true", help="each message is the junk itself (spam trap)")
+    imap.add_argument("--trusted-network", action="append", default=[], metavar="CIDR")
+    imap.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="parser processes (default: cores)"
+    )
+    imap.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus counters at /metrics")
+    imap.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
+    _store_option(imap)
 
     consume = commands.add_parser(
         "consume", help="store what is published to Kafka (a consumer group; run several to share the load)"
@@ -431,6 +467,83 @@ def _cmd_smtp(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _imap_options(args: argparse.Namespace, settings: Settings) -> ImapOptions:
+    host = args.host or settings.imap_host
+    user = args.user or settings.imap_username
+    if not host or not user:
+        raise ConfigError(
+            "imap needs a server and a login: --host and --user (or ABUSEPIPE_IMAP_HOST/_USERNAME)"
+        )
+    password = settings.imap_password
+    if args.password_file:
+        try:
+            password = SecretStr(args.password_file.read_text().strip())
+        except OSError as exc:
+            raise ConfigError(f"--password-file: {exc.strerror or exc}") from exc
+    if password is None:
+        raise ConfigError("imap needs a password: ABUSEPIPE_IMAP_PASSWORD or --password-file")
+    ca_file = args.ca_file or settings.imap_ca_file
+    return ImapOptions(
+        host=host,
+        username=user,
+        password=password,
+        port=args.port or settings.imap_port,
+        security=args.security or settings.imap_security,
+        ca_file=str(ca_file) if ca_file else None,
+        folders=tuple(args.folder) or settings.imap_folders,
+        mark=args.mark or settings.imap_mark,
+        processed_folder=args.processed_folder or settings.imap_processed_folder,
+        rejected_folder=args.rejected_folder or settings.imap_rejected_folder,
+        poll_interval=args.poll_interval or settings.imap_poll_interval,
+        idle=settings.imap_idle and not args.no_idle,
+    )
+
+
+def _cmd_imap(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        trust = TrustPolicy.from_cidrs([*settings.trusted_networks, *args.trusted_network])
+    except ValueError as exc:
+        raise ConfigError(f"--trusted-network: {exc}") from exc
+    options = _imap_options(args, settings)
+    parse_options = ParseOptions(trap=args.trap, trust=trust, limits=settings.parse_limits())
+    counters, log = IntakeCounters(), MessageLog("imap")
+    if args.metrics_listen:
+        serve_metrics(args.metrics_listen, "imap", counters)
+    sink, destination = _open_sink(args, settings)
+    workers = args.workers if args.workers is not None else live_workers()
+    intake = LiveIntake(sink, workers=0 if args.once else max(0, workers))
+    reader = ImapIntake(options, intake, parse_options, counters, log)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        log.text(
+            f"reading {', '.join(options.folders)} at {options.host} as {options.username} into {destination}"
+        )
+        if args.once:
+            result = reader.once()
+            log.text(f"done: {counters.line()}")
+            return EXIT_TEMPFAIL if result.retried else EXIT_OK
+        last = [time.monotonic()]
+
+        def on_pass(_: PassResult) -> None:
+            if time.monotonic() - last[0] >= args.stats_interval:
+                log.text(f"so far: {counters.line()}")
+                last[0] = time.monotonic()
+
+        reader.run(stop, on_pass=on_pass)
+        log.text(f"stopped: {counters.line()}")
+        return EXIT_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        intake.close()
+        sink.close()
+
+
 def _cmd_offenders(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     since = parse_since(args.since, now)
@@ -539,6 +652,7 @@ COMMANDS = {
     "topics": _cmd_topics,
     "consume": _cmd_consume,
     "smtp": _cmd_smtp,
+    "imap": _cmd_imap,
     "offenders": _cmd_offenders,
     "offender": _cmd_offender,
     "report": _cmd_report,
@@ -558,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    except (StoreUnavailable, BrokerUnavailable) as exc:
+    except (StoreUnavailable, BrokerUnavailable, MailboxUnavailable) as exc:
         print(f"abusepipe: error: {exc} (nothing was acknowledged; try again)", file=sys.stderr)
         return EXIT_TEMPFAIL
     except AbusepipeError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -63,6 +64,19 @@ class Settings(BaseSettings):
     kafka_delivery_timeout: float = Field(
         default=120.0, gt=0, description="seconds the broker may take to acknowledge (retries included)"
     )
+
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_security: Literal["ssl", "starttls", "plain"] = "ssl"
+    imap_username: str | None = None
+    imap_password: SecretStr | None = None
+    imap_ca_file: Path | None = None
+    imap_folders: tuple[str, ...] = ("INBOX",)
+    imap_mark: Literal["move", "flag"] = "move"
+    imap_processed_folder: str = "Processed"
+    imap_rejected_folder: str = "Rejected"
+    imap_poll_interval: float = Field(default=60.0, gt=0)
+    imap_idle: bool = True
 
     smtp_listen: str = "127.0.0.1:2525"
     smtp_recipients: dict[str, str] = Field(

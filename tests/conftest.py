@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import uuid
@@ -151,3 +152,33 @@ def own_postgres() -> Iterator[tuple[str, Callable[[str], None]]]:
     finally:
         control("stop")
         subprocess.run(["rm", "-rf", env["ABUSEPIPE_PG_DIR"]], check=False)
+
+
+# --- IMAP: a real Dovecot, started by scripts/dovecot ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ImapServer:
+    host: str
+    port: int
+    tls_port: int
+    user: str
+    password: str
+    ca_file: str
+
+
+@pytest.fixture(scope="session")
+def imap_server() -> ImapServer:
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "dovecot"), "start"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the IMAP tests: scripts/dovecot start failed: {done.stderr.strip()}")
+        pytest.skip(f"no Dovecot: {done.stderr.strip()}")
+    host, port, tls_port, user, password, ca_file = done.stdout.split()
+    return ImapServer(host, int(port), int(tls_port), user, password, ca_file)
