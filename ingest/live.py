@@ -120,7 +120,7 @@ class LiveIntake:
         *,
         workers: int = 0,
         batch_size: int = 200,
-        max_wait: float = 0.02,
+        max_wait: float = 0.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sink = sink
@@ -166,11 +166,14 @@ class LiveIntake:
             job = self._jobs.get()
             if job is None:
                 return
+            # Group commit: what queued up while the previous batch was being written goes in this one.
+            # Waiting for more (`max_wait`) only adds latency when the senders wait for their answer.
             batch = [job]
             deadline = time.monotonic() + self._max_wait
             while len(batch) < self._batch_size:
                 try:
-                    more = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+                    left = deadline - time.monotonic()
+                    more = self._jobs.get(timeout=left) if left > 0 else self._jobs.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:

@@ -26,6 +26,7 @@ from ingest.sources import RawMessage
 from schemas import FEEDBACK_TYPES
 
 ROUTES = ("auto", "trap", *sorted(FEEDBACK_TYPES))
+MAX_LINE = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,17 @@ def _peer(session: Session) -> str:
     return str(peer or "unknown")
 
 
+class LenientSMTP(SMTP):
+    """Reports quote junk verbatim, lines of several KB included: RFC 5321's 1,000-octet line limit
+    would refuse them (and lose them at the sender). The message size limit still bounds memory."""
+
+    line_length_limit = MAX_LINE
+
+
+class LenientLMTP(LMTP):
+    line_length_limit = MAX_LINE
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpOptions:
     host: str = "127.0.0.1"
@@ -176,7 +188,7 @@ async def serve(
         # Outside the main thread (tests) signals cannot be handled: the caller sets `stop`.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    protocol = LMTP if options.lmtp else SMTP
+    protocol = LenientLMTP if options.lmtp else LenientSMTP
 
     def factory() -> SMTP:
         return protocol(

@@ -318,3 +318,13 @@ def test_soak_2000_messages_from_4_clients_each_stored_once(
     engine.dispose()
     assert server.stop() == 0
     assert "stopped: 2000 received, 2000 reports, 0 refused, 0 dead-lettered, 0 retried" in server.log()
+
+
+def test_lines_longer_than_rfc_5321_allows_are_kept(serve: Callable[..., Server]) -> None:
+    """Junk quoted in reports has multi-KB lines; refusing them would lose the report at the sender."""
+    server = serve()
+    long_line = b"X-Long: " + b"y" * 20000 + b"\r\n"
+    with server.client() as client:
+        raw = crlf(forward([junk()]))
+        assert client.sendmail("a@x.example", ["abuse@example.net"], long_line + raw) == {}
+    assert server.count() == 1
