@@ -25,7 +25,7 @@ from abusepipe.progress import ingest_progress
 from abusepipe.settings import Settings
 from ingest.checkpoint import Checkpoint
 from ingest.imap import ImapIntake, ImapOptions, MailboxUnavailable, PassResult
-from ingest.live import IntakeCounters, LiveIntake, MessageLog
+from ingest.live import IntakeCounters, LiveIntake, MessageLog, message_id_of
 from ingest.live import default_workers as live_workers
 from ingest.metrics import serve_metrics
 from ingest.runner import DEFAULT_BATCH, ParseOptions, default_workers, ingest
@@ -47,7 +47,7 @@ from sinks.queries import (
     report_raw,
     top_offenders,
 )
-from sinks.store import ReportStore, StoreUnavailable
+from sinks.store import ReportStore, StoredMessage, StoreUnavailable
 from sinks.topics import create_topics
 
 EXIT_OK = 0
@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="skip what an earlier run with this file acknowledged; record what this run does",
+    )
+    ingest.add_argument(
+        "--log-messages",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one JSON line per message on stderr (default: on when reading stdin, as from an MTA)",
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     _store_option(ingest)
@@ -319,6 +325,22 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sink, destination = ReportStore.open(url), _display_url(url)
     checkpoint: Checkpoint | None = None
+    log_messages = args.log_messages if args.log_messages is not None else args.paths == ["-"]
+    message_log = MessageLog("ingest")
+
+    def acknowledged(batch: list[StoredMessage]) -> None:
+        if checkpoint is not None:
+            checkpoint.record(item.source for item in batch)
+        if log_messages:
+            for item in batch:
+                message_log.message(
+                    source=item.source,
+                    message_id=message_id_of(item.raw),
+                    outcome="stored" if item.prepared else "dead-lettered",
+                    reports=len(item.prepared),
+                    reason=item.rejection or "",
+                )
+
     try:
         if args.checkpoint:
             checkpoint = Checkpoint(args.checkpoint)
@@ -334,7 +356,7 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 batch_size=args.batch,
                 workers=workers,
                 on_progress=tick,
-                on_acknowledged=(lambda b: checkpoint.record(m.source for m in b)) if checkpoint else None,
+                on_acknowledged=acknowledged,
             )
     finally:
         sink.close()

@@ -26,8 +26,8 @@ def compose() -> dict[str, Any]:
 
 def test_services_volumes_and_health_checks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"kafka", "postgres", "topics", "consumer", "intake"}
-    for name in ("kafka", "postgres", "consumer"):  # the long-running ones
+    assert set(services) == {"kafka", "postgres", "topics", "consumer", "intake", "spool"}
+    for name in ("kafka", "postgres", "consumer", "intake"):  # the long-running ones
         check = services[name]["healthcheck"]
         assert check["test"][0] in ("CMD", "CMD-SHELL") and check["retries"] >= 3
         assert services[name]["restart"] == "unless-stopped"
@@ -48,11 +48,12 @@ def test_start_order_waits_for_health(compose: dict[str, Any]) -> None:
     }
     assert services["topics"]["depends_on"]["kafka"] == {"condition": "service_healthy"}
     assert services["intake"]["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+    assert services["spool"]["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
 
 
 def test_abusepipe_services_run_real_commands_with_real_settings(compose: dict[str, Any]) -> None:
     fields = {f"ABUSEPIPE_{name.upper()}" for name in Settings.model_fields}
-    for name in ("topics", "consumer", "intake"):
+    for name in ("topics", "consumer", "intake", "spool"):
         service = compose["services"][name]
         assert service["image"] == "abusepipe:latest" and service["build"] == "."
         environment = service["environment"]
@@ -87,3 +88,22 @@ def test_the_heartbeat_path_is_the_one_the_health_check_reads(compose: dict[str,
     path = consumer["command"][consumer["command"].index("--heartbeat-file") + 1]
     assert path in " ".join(consumer["healthcheck"]["test"])
     assert Path(path).is_absolute()
+
+
+def test_the_smtp_intake_is_published_and_probed_on_its_port(compose: dict[str, Any]) -> None:
+    intake = compose["services"]["intake"]
+    listen = intake["command"][intake["command"].index("--listen") + 1]
+    port = listen.rpartition(":")[2]
+    assert f"{port}:{port}" in intake["ports"]
+    assert f"('127.0.0.1', {port})" in " ".join(intake["healthcheck"]["test"])
+    assert intake["environment"]["ABUSEPIPE_SMTP_RECIPIENTS"].startswith("${ABUSEPIPE_SMTP_RECIPIENTS:?")
+
+
+def test_variable_references_are_well_formed() -> None:
+    """Compose ends `${VAR:?message}` at the first `}`: a brace inside the message would break it."""
+    text = COMPOSE.read_text()
+    references = re.findall(r"\$\{([^}]*)\}", text)
+    assert references
+    for reference in references:
+        assert "{" not in reference and re.fullmatch(r"[A-Z_][A-Z0-9_]*(:?[-?+][^}]*)?", reference), reference
+    assert text.count("${") == len(references)

@@ -103,6 +103,15 @@ def test_stdin_exit_codes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'pipe.sqlite3'}"
     accepted = run("ingest", "--quiet", "--database", url, "-", stdin=forward([junk()]))
     assert accepted.returncode == 0, accepted.stderr
+    (line,) = accepted.stderr.decode().splitlines()  # one structured line per message (--quiet: no summary)
+    assert json.loads(line) | {"ts": None} == {
+        "ts": None,
+        "intake": "ingest",
+        "source": "<stdin>",
+        "message_id": "fwd-1@reporter.example",
+        "outcome": "stored",
+        "reports": 1,
+    }
     # durable before exit 0: a new process finds it
     report = json.loads(run("offenders", "--by", "ip", "--format", "json", "--database", url).stdout)
     assert report[0]["key"] == "8.8.4.4"
