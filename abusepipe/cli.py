@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -682,8 +683,27 @@ COMMANDS = {
 }
 
 
+class _OneLineFormatter(logging.Formatter):
+    """Libraries (SQLAlchemy's pool, kafka-python) log warnings with tracebacks; a user gets one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            text += f" ({type(error).__name__}: {error})"
+        return f"abusepipe: {record.name}: {' '.join(text.split())[:500]}"
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if not os.environ.get("ABUSEPIPE_DEBUG"):
+        handler.setFormatter(_OneLineFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _configure_logging()
     try:
         settings = Settings()
         return COMMANDS[args.command](args, settings)

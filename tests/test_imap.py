@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,41 @@ def test_many_messages_in_batches(mailbox: Mailbox, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert counts(database) == (250, 0, 250)
     assert mailbox.count(mailbox.processed) == 250
+
+
+def test_nothing_is_marked_while_the_store_is_down(
+    mailbox: Mailbox, own_postgres: tuple[str, Callable[[str], str]], tmp_path: Path
+) -> None:
+    url, control = own_postgres
+    log_path = tmp_path / "imap.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*CMD, *mailbox.args("--poll-interval", "2", "--no-idle"), "--database", url],
+            env=env(ABUSEPIPE_IMAP_PASSWORD=mailbox.server.password),
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "reading " not in log_path.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        control("stop")
+        mailbox.append(*many_reports(3))
+        while '"outcome": "retry"' not in log_path.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        time.sleep(2)
+        assert (mailbox.count(mailbox.inbox), mailbox.count(mailbox.processed)) == (3, 0)  # kept for later
+        control("resume")
+        deadline = time.monotonic() + 90
+        while mailbox.count(mailbox.processed) < 3:
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert counts(url) == (3, 0, 3)
+    assert mailbox.count(mailbox.inbox) == 0
+    assert "Traceback" not in log_path.read_text()  # the pool's complaints are one line each

@@ -454,6 +454,7 @@ def test_postgres_restart_during_consuming(
         time.sleep(2)
         assert pipeline.stop(consumer) == 0
         assert "store unavailable" in pipeline.log()
+        assert "Traceback" not in pipeline.log()
         assert exact_counts(url) == expected
     finally:
         pipeline.close()
