@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsError
 from sqlalchemy.engine import make_url
 
 from abusepipe import __version__
@@ -707,6 +708,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
         return COMMANDS[args.command](args, settings)
+    except SettingsError as exc:
+        print(
+            f"abusepipe: error: {' '.join(str(exc).split())} (a list or mapping setting takes JSON)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except ValidationError as exc:
         first = exc.errors()[0]
         print(

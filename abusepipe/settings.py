@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -39,7 +41,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default_factory=default_data_dir)
 
-    trusted_networks: tuple[str, ...] = Field(
+    trusted_networks: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="CIDRs of the operator's own relays, trusted in the Received walk"
     )
     max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
     imap_username: str | None = None
     imap_password: SecretStr | None = None
     imap_ca_file: Path | None = None
-    imap_folders: tuple[str, ...] = ("INBOX",)
+    imap_folders: Annotated[tuple[str, ...], NoDecode] = ("INBOX",)
     imap_mark: Literal["move", "flag"] = "move"
     imap_processed_folder: str = "Processed"
     imap_rejected_folder: str = "Rejected"
@@ -86,6 +88,19 @@ class Settings(BaseSettings):
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
     smtp_require_starttls: bool = False
+
+    @field_validator("trusted_networks", "imap_folders", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """`a,b` (or a JSON list) in the environment; a list in the settings file."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except ValueError as exc:
+                    raise ValueError(f"not a JSON list: {exc}") from exc
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @classmethod
     def settings_customise_sources(

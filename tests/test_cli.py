@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,35 @@ def test_library_log_noise_is_silenced() -> None:
     result = run("parse", "--trap", "-", stdin=raw)
     assert result.returncode == 0
     assert result.stderr == b""
+
+
+def test_list_and_mapping_settings_from_the_environment(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABUSEPIPE_")}
+    bad = subprocess.run(
+        [sys.executable, "-m", "abusepipe.cli", "smtp"],
+        env={**env, "ABUSEPIPE_SMTP_RECIPIENTS": "abuse@example.net"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr == (
+        'abusepipe: error: error parsing value for field "smtp_recipients" from source "EnvSettingsSource"'
+        " (a list or mapping setting takes JSON)\n"
+    )
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from abusepipe.settings import Settings; s = Settings(); print(s.imap_folders, s.trusted_networks)",
+        ],
+        env={**env, "ABUSEPIPE_IMAP_FOLDERS": "INBOX, Junk", "ABUSEPIPE_TRUSTED_NETWORKS": '["10.0.0.0/8"]'},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert listed.stdout == "('INBOX', 'Junk') ('10.0.0.0/8',)\n"
