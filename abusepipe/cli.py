@@ -700,6 +700,11 @@ def _configure_logging() -> None:
     if not os.environ.get("ABUSEPIPE_DEBUG"):
         handler.setFormatter(_OneLineFormatter())
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    # kafka-python logs an error on every failed connection attempt while a broker is away; abusepipe
+    # itself reports what that means for the data (451, exit 75, "store unavailable ..." lines).
+    logging.getLogger("kafka").setLevel(
+        logging.DEBUG if os.environ.get("ABUSEPIPE_DEBUG") else logging.CRITICAL
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

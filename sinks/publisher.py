@@ -32,9 +32,14 @@ class ReportPublisher:
     ) -> None:
         self.kafka = kafka
         self._timeout = delivery_timeout if delivery_timeout is not None else kafka.delivery_timeout
+        self._extra = producer_options or {}
+        self._producer = self._new_producer()
+        self._check_topics()
+
+    def _new_producer(self) -> KafkaProducer:
         try:
-            self._producer = KafkaProducer(
-                **kafka.client_options(),
+            return KafkaProducer(
+                **self.kafka.client_options(),
                 acks="all",
                 enable_idempotence=True,
                 compression_type="zstd",
@@ -47,11 +52,20 @@ class ReportPublisher:
                 # send() may block this long for metadata or buffer space: never beyond the timeout.
                 max_block_ms=min(60_000, int(self._timeout * 1000)),
                 allow_auto_create_topics=False,  # topics get their settings from `abusepipe topics create`
-                **(producer_options or {}),
+                **self._extra,
             )
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot reach Kafka at {','.join(kafka.bootstrap)}: {exc}") from exc
-        self._check_topics()
+            servers = ",".join(self.kafka.bootstrap)
+            raise BrokerUnavailable(f"cannot reach Kafka at {servers}: {exc}") from exc
+
+    def _replace_producer(self) -> None:
+        """After a failed batch the idempotent producer's sequence state is suspect (records may have
+        expired mid-flight): a long-running intake starts afresh with a new producer id. Records of
+        the failed batch that did reach the broker are harmless duplicates (unique report ids)."""
+        with contextlib.suppress(KafkaError):
+            self._producer.close(timeout=0)
+        with contextlib.suppress(BrokerUnavailable):  # still down: the next write reports it
+            self._producer = self._new_producer()
 
     def _check_topics(self) -> None:
         """Fail at once, with the fix, when a topic is missing (the producer would wait for it)."""
@@ -93,8 +107,11 @@ class ReportPublisher:
                     result.dead_lettered += 1
             self._producer.flush(timeout=self._timeout + 10)
         except KafkaError as exc:
+            self._replace_producer()
             raise BrokerUnavailable(f"publishing to Kafka failed: {exc}") from exc
         for future in futures:
+            if not future.is_done or future.failed():
+                self._replace_producer()
             if not future.is_done:
                 raise BrokerUnavailable(f"Kafka did not acknowledge within {self._timeout:.0f}s")
             if future.failed():
