@@ -323,3 +323,54 @@ def test_nothing_is_marked_while_the_store_is_down(
     assert counts(url) == (3, 0, 3)
     assert mailbox.count(mailbox.inbox) == 0
     assert "Traceback" not in log_path.read_text()  # the pool's complaints are one line each
+
+
+def test_imap_into_kafka_then_consumed_once(
+    mailbox: Mailbox, kafka_bootstrap: str, postgres_url: str, tmp_path: Path
+) -> None:
+    from sinks.kafka_config import KafkaSettings, TopicNames
+    from sinks.topics import create_topics
+
+    name = f"imap{uuid.uuid4().hex[:8]}"
+    kafka = KafkaSettings(
+        (kafka_bootstrap,), TopicNames(f"{name}.r", f"{name}.e", f"{name}.d"), group=f"{name}.g"
+    )
+    create_topics(kafka, partitions=2)
+    kafka_env = env(
+        ABUSEPIPE_IMAP_PASSWORD=mailbox.server.password,
+        ABUSEPIPE_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        ABUSEPIPE_KAFKA_TOPIC_REPORTS=kafka.topics.reports,
+        ABUSEPIPE_KAFKA_TOPIC_EVIDENCE=kafka.topics.evidence,
+        ABUSEPIPE_KAFKA_TOPIC_DEADLETTER=kafka.topics.deadletter,
+        ABUSEPIPE_KAFKA_GROUP=kafka.group,
+        ABUSEPIPE_DATABASE_URL=postgres_url,
+    )
+    mailbox.append(*many_reports(20), b"Subject: hello\n\nnot a report\n")
+    published = subprocess.run(
+        [*CMD, *mailbox.args("--once")],
+        env=kafka_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert published.returncode == 0, published.stderr
+    assert "done: 21 received, 20 reports, 0 refused, 1 dead-lettered" in published.stderr
+    assert (mailbox.count(mailbox.processed), mailbox.count(mailbox.rejected)) == (20, 1)
+    consumer = subprocess.Popen([*CMD, "consume"], env=kafka_env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if counts(postgres_url)[:2] == (20, 1):
+                    break
+            except Exception:  # tables not created yet
+                pass
+            assert consumer.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(timeout=60) == 0
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+    assert counts(postgres_url) == (20, 1, 20)
