@@ -116,6 +116,17 @@ def run(args: list[str], password: str, database: str) -> subprocess.CompletedPr
     )
 
 
+def stop_gracefully(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+
+
+def kill_if_running(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 def counts(database: str) -> tuple[int, int, int]:
     engine = create_engine(database)
     with engine.connect() as connection:
@@ -249,11 +260,9 @@ def test_idle_picks_up_new_mail_and_sigterm_stops(mailbox: Mailbox, tmp_path: Pa
             assert process.poll() is None and time.monotonic() - began < 30, log_path.read_text()
             time.sleep(0.2)
         assert time.monotonic() - began < 15
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        stop_gracefully(process)
     finally:
-        if process.poll() is None:
-            process.kill()
+        kill_if_running(process)
     assert counts(database) == (1, 0, 1)
     assert "stopped: 1 received, 1 reports" in log_path.read_text()
 
@@ -315,11 +324,9 @@ def test_nothing_is_marked_while_the_store_is_down(
         while mailbox.count(mailbox.processed) < 3:
             assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.3)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        stop_gracefully(process)
     finally:
-        if process.poll() is None:
-            process.kill()
+        kill_if_running(process)
     assert counts(url) == (3, 0, 3)
     assert mailbox.count(mailbox.inbox) == 0
     assert "Traceback" not in log_path.read_text()  # the pool's complaints are one line each
@@ -368,9 +375,7 @@ def test_imap_into_kafka_then_consumed_once(
                 pass
             assert consumer.poll() is None and time.monotonic() < deadline
             time.sleep(0.3)
-        consumer.send_signal(signal.SIGTERM)
-        assert consumer.wait(timeout=60) == 0
+        stop_gracefully(consumer)
     finally:
-        if consumer.poll() is None:
-            consumer.kill()
+        kill_if_running(consumer)
     assert counts(postgres_url) == (20, 1, 20)
