@@ -135,13 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     smtp.add_argument("--tls-cert", type=Path, metavar="PEM", help="certificate chain for STARTTLS")
     smtp.add_argument("--tls-key", type=Path, metavar="PEM", help="private key for STARTTLS")
     smtp.add_argument("--require-starttls", action="store_true", help="refuse mail before STARTTLS")
-    smtp.add_argument("--trusted-network", action="append", default=[], metavar="CIDR")
-    smtp.add_argument(
-        "--workers", type=int, default=None, metavar="N", help="parser processes (default: cores)"
-    )
-    smtp.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus counters at /metrics")
-    smtp.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
-    _store_option(smtp)
+    _live_intake_options(smtp)
 
     imap = commands.add_parser(
         "imap", help="read report mailboxes over IMAP; mark each message only once it is durable"
@@ -169,13 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     imap.add_argument("--no-idle", action="store_true", help="poll even where the server offers IDLE")
     imap.add_argument("--once", action="store_true", help="one pass over the folders, then exit")
     imap.add_argument("--trap", action="store_true", help="each message is the junk itself (spam trap)")
-    imap.add_argument("--trusted-network", action="append", default=[], metavar="CIDR")
-    imap.add_argument(
-        "--workers", type=int, default=None, metavar="N", help="parser processes (default: cores)"
-    )
-    imap.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus counters at /metrics")
-    imap.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
-    _store_option(imap)
+    _live_intake_options(imap)
 
     consume = commands.add_parser(
         "consume", help="store what is published to Kafka (a consumer group; run several to share the load)"
@@ -237,6 +225,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _live_intake_options(parser: argparse.ArgumentParser) -> None:
+    """What the long-running intakes (smtp, imap) share."""
+    parser.add_argument("--trusted-network", action="append", default=[], metavar="CIDR")
+    parser.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="parser processes (default: cores)"
+    )
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus counters at /metrics")
+    parser.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
+    _store_option(parser)
+
+
+def _trust(args: argparse.Namespace, settings: Settings) -> TrustPolicy:
+    try:
+        return TrustPolicy.from_cidrs([*settings.trusted_networks, *args.trusted_network])
+    except ValueError as exc:
+        raise ConfigError(f"--trusted-network: {exc}") from exc
+
+
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database",
@@ -255,10 +261,7 @@ def _read(name: str) -> bytes:
 
 
 def _cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        trust = TrustPolicy.from_cidrs([*settings.trusted_networks, *args.trusted_network])
-    except ValueError as exc:
-        raise ConfigError(f"--trusted-network: {exc}") from exc
+    trust = _trust(args, settings)
     limits = settings.parse_limits()
     rejected = 0
     out = sys.stdout
@@ -309,10 +312,7 @@ def _open_store(args: argparse.Namespace, settings: Settings) -> ReportStore:
 
 
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        trust = TrustPolicy.from_cidrs([*settings.trusted_networks, *args.trusted_network])
-    except ValueError as exc:
-        raise ConfigError(f"--trusted-network: {exc}") from exc
+    trust = _trust(args, settings)
     options = ParseOptions(trap=args.trap, trust=trust, limits=settings.parse_limits())
     url = _store_url(args, settings)
     paths = PathSource(args.paths, max_bytes=options.limits.max_message_bytes)
@@ -448,10 +448,7 @@ def _listen_address(text: str, option: str) -> tuple[str, int]:
 
 
 def _cmd_smtp(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        trust = TrustPolicy.from_cidrs([*settings.trusted_networks, *args.trusted_network])
-    except ValueError as exc:
-        raise ConfigError(f"--trusted-network: {exc}") from exc
+    trust = _trust(args, settings)
     base = ParseOptions(trust=trust, limits=settings.parse_limits())
     recipients = dict(settings.smtp_recipients)
     for spec in args.recipient:
@@ -524,10 +521,7 @@ def _imap_options(args: argparse.Namespace, settings: Settings) -> ImapOptions:
 
 
 def _cmd_imap(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        trust = TrustPolicy.from_cidrs([*settings.trusted_networks, *args.trusted_network])
-    except ValueError as exc:
-        raise ConfigError(f"--trusted-network: {exc}") from exc
+    trust = _trust(args, settings)
     options = _imap_options(args, settings)
     parse_options = ParseOptions(trap=args.trap, trust=trust, limits=settings.parse_limits())
     counters, log = IntakeCounters(), MessageLog("imap")

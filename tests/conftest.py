@@ -4,7 +4,7 @@ import dataclasses
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,62 +96,52 @@ def kafka_bootstrap() -> str:
 # --- services of a test's own, to stop and start during the test ------------------------------------
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Callable[[str], None]]:
-    """A broker of this test's own, to stop and start without disturbing the other tests."""
-    port = str(59192 + os.getpid() % 200 * 2)
-    env = {
-        **os.environ,
-        "ABUSEPIPE_KAFKA_PORT": port,
-        "ABUSEPIPE_KAFKA_DIR": f"/tmp/abusepipe-kafka-test-{uuid.uuid4().hex[:8]}",
-    }
+class OwnService:
+    """A service of a test's own (scripts/kafka, scripts/postgres on its own port and directory), to stop
+    and start during the test without disturbing the others."""
 
-    def control(action: str) -> None:
+    def __init__(self, script: str, env: dict[str, str], directory_variable: str) -> None:
+        self._script = ROOT / "scripts" / script
+        self._env = env
+        self._directory = env[directory_variable]
+        self.address = self("start")
+
+    def __call__(self, action: str) -> str:
         done = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "kafka"), action],
-            env=env,
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-
-    control("start")
-    control.bootstrap = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
-    try:
-        yield control
-    finally:
-        control("stop")
-        subprocess.run(["rm", "-rf", env["ABUSEPIPE_KAFKA_DIR"]], check=False)
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[tuple[str, Callable[[str], None]]]:
-    """A PostgreSQL cluster of this test's own, to stop and start during consuming."""
-    port = str(55533 + os.getpid() % 200)
-    env = {
-        **os.environ,
-        "ABUSEPIPE_PG_PORT": port,
-        "ABUSEPIPE_PG_DIR": f"/tmp/abusepipe-pg-test-{uuid.uuid4().hex[:8]}",
-    }
-
-    def control(action: str) -> str:
-        done = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "postgres"), action],
-            env=env,
-            capture_output=True,
-            timeout=300,
-            check=False,
+            ["bash", str(self._script), action], env=self._env, capture_output=True, timeout=300, check=False
         )
         assert done.returncode == 0, done.stderr.decode()
         return done.stdout.decode().strip()
 
-    url = control("start")
+    def remove(self) -> None:
+        self("stop")
+        subprocess.run(["rm", "-rf", self._directory], check=False)
+
+
+@pytest.fixture
+def own_broker() -> Iterator[OwnService]:
+    directory = f"/tmp/abusepipe-kafka-test-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "ABUSEPIPE_KAFKA_PORT": str(59192 + os.getpid() % 200 * 2),
+        "ABUSEPIPE_KAFKA_DIR": directory,
+    }
+    broker = OwnService("kafka", env, "ABUSEPIPE_KAFKA_DIR")
     try:
-        yield url, control  # type: ignore[misc]
+        yield broker
     finally:
-        control("stop")
-        subprocess.run(["rm", "-rf", env["ABUSEPIPE_PG_DIR"]], check=False)
+        broker.remove()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[str, OwnService]]:
+    directory = f"/tmp/abusepipe-pg-test-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "ABUSEPIPE_PG_PORT": str(55533 + os.getpid() % 200), "ABUSEPIPE_PG_DIR": directory}
+    cluster = OwnService("postgres", env, "ABUSEPIPE_PG_DIR")
+    try:
+        yield cluster.address, cluster
+    finally:
+        cluster.remove()
 
 
 # --- IMAP: a real Dovecot, started by scripts/dovecot ----------------------------------------------------

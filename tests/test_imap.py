@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from ingest.live import IntakeCounters, LiveIntake, MessageLog
 from ingest.runner import ParseOptions
 from sinks import models as m
 from sinks.store import ReportStore
-from tests.conftest import ROOT, ImapServer
+from tests.conftest import ROOT, ImapServer, OwnService
 from tests.mail import forward, junk, many_reports
 
 pytestmark = pytest.mark.integration
@@ -297,7 +296,7 @@ def test_many_messages_in_batches(mailbox: Mailbox, tmp_path: Path) -> None:
 
 
 def test_nothing_is_marked_while_the_store_is_down(
-    mailbox: Mailbox, own_postgres: tuple[str, Callable[[str], str]], tmp_path: Path
+    mailbox: Mailbox, own_postgres: tuple[str, OwnService], tmp_path: Path
 ) -> None:
     url, control = own_postgres
     log_path = tmp_path / "imap.log"

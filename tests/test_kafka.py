@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from sinks.publisher import ReportPublisher
 from sinks.queries import top_offenders
 from sinks.store import ReportStore, StoredMessage
 from sinks.topics import create_topics
-from tests.conftest import CORPUS, ROOT, SAMPLES
+from tests.conftest import CORPUS, ROOT, SAMPLES, OwnService
 from tests.mail import junk, many_reports
 
 pytestmark = pytest.mark.integration
@@ -393,13 +393,13 @@ def parsed_many(many: Path) -> list[StoredMessage]:
 
 
 def test_broker_restart_during_publishing_and_consuming(
-    own_broker: Callable[[str], None],
+    own_broker: OwnService,
     postgres_url: str,
     tmp_path: Path,
     parsed_many: list[StoredMessage],
     expected: dict[str, int],
 ) -> None:
-    bootstrap: str = own_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap: str = own_broker.address
     pipeline = make_pipeline(bootstrap, postgres_url, tmp_path)
     try:
         publisher = ReportPublisher(pipeline.kafka)
@@ -435,7 +435,7 @@ def test_broker_restart_during_publishing_and_consuming(
 
 def test_postgres_restart_during_consuming(
     kafka_bootstrap: str,
-    own_postgres: tuple[str, Callable[[str], None]],
+    own_postgres: tuple[str, OwnService],
     tmp_path: Path,
     many: Path,
     expected: dict[str, int],

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, func, select
 from sinks import models as m
 from sinks.kafka_config import KafkaSettings, TopicNames
 from sinks.topics import create_topics
-from tests.conftest import ROOT
+from tests.conftest import ROOT, OwnService
 from tests.mail import arf, forward, junk, many_reports
 
 CMD = [sys.executable, "-m", "abusepipe.cli"]
@@ -203,7 +203,7 @@ def test_starttls_with_a_test_certificate(tmp_path: Path, serve: Callable[..., S
 
 @pytest.mark.integration
 def test_451_while_postgres_is_down_then_delivered(
-    own_postgres: tuple[str, Callable[[str], str]], serve: Callable[..., Server]
+    own_postgres: tuple[str, OwnService], serve: Callable[..., Server]
 ) -> None:
     url, control = own_postgres
     server = serve(database=url)
@@ -228,9 +228,9 @@ def test_451_while_postgres_is_down_then_delivered(
 
 @pytest.mark.integration
 def test_451_while_the_broker_is_down_then_delivered(
-    own_broker: Callable[[str], None], postgres_url: str, tmp_path: Path, serve: Callable[..., Server]
+    own_broker: OwnService, postgres_url: str, tmp_path: Path, serve: Callable[..., Server]
 ) -> None:
-    bootstrap: str = own_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap: str = own_broker.address
     name = f"smtp{os.getpid()}{int(time.time())}"
     kafka = KafkaSettings((bootstrap,), TopicNames(f"{name}.r", f"{name}.e", f"{name}.d"), group=f"{name}.g")
     create_topics(kafka, partitions=2)
