@@ -517,6 +517,7 @@ def _imap_options(args: argparse.Namespace, settings: Settings) -> ImapOptions:
         rejected_folder=args.rejected_folder or settings.imap_rejected_folder,
         poll_interval=args.poll_interval or settings.imap_poll_interval,
         idle=settings.imap_idle and not args.no_idle,
+        max_message_bytes=settings.max_message_bytes,
     )
 
 

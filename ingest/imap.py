@@ -51,6 +51,8 @@ class ImapOptions:
     done_keyword: str = "$AbusepipeDone"
     rejected_keyword: str = "$AbusepipeDeadLetter"
     batch: int = 100
+    batch_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = 32 * 1024 * 1024
     poll_interval: float = 60.0
     idle: bool = True
     timeout: float = 60.0
@@ -127,21 +129,25 @@ class ImapIntake:
         if o.mark == "flag":
             criteria += ["NOT", "KEYWORD", o.done_keyword]
         uids = sorted(client.search(criteria))
-        for start in range(0, len(uids), o.batch):
-            chunk = uids[start : start + o.batch]
-            fetched = client.fetch(chunk, ["BODY.PEEK[]"])
+        sizes = {
+            uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()
+        }
+        for chunk in self._batches(uids, sizes):
+            fetched = self._fetch(client, chunk, sizes)
             pending: dict[int, tuple[Future[Outcome], str, str | None]] = {}
             for uid in chunk:
-                raw = fetched.get(uid, {}).get(b"BODY[]")
+                raw = fetched.get(uid)
                 if raw is None:
                     continue  # expunged meanwhile by another client
                 source = f"imap:{o.username}@{o.host}/{folder};UIDVALIDITY={validity};UID={uid}"
                 self.counters.add(received=1)
-                message = RawMessage(bytes(raw), source)
+                size = sizes.get(uid, len(raw))
+                truncated = size if size > o.max_message_bytes else None
+                message = RawMessage(raw, source, truncated_from=truncated)
                 pending[uid] = (
                     self.intake.submit(message, self.parse_options),
                     source,
-                    message_id_of(bytes(raw)),
+                    message_id_of(raw),
                 )
             wait([future for future, _, _ in pending.values()])
             done, rejected = [], []
@@ -172,6 +178,41 @@ class ImapIntake:
                     )
             self._mark(client, done, rejected)
             result.processed += len(done) + len(rejected)
+
+    def _batches(self, uids: list[int], sizes: dict[int, int]) -> list[list[int]]:
+        """Batches bounded by count and by bytes, so that memory stays bounded for huge messages."""
+        o = self.options
+        batches: list[list[int]] = []
+        current: list[int] = []
+        held = 0
+        for uid in uids:
+            size = min(sizes.get(uid, 0), o.max_message_bytes)
+            if current and (len(current) >= o.batch or held + size > o.batch_bytes):
+                batches.append(current)
+                current, held = [], 0
+            current.append(uid)
+            held += size
+        if current:
+            batches.append(current)
+        return batches
+
+    def _fetch(self, client: IMAPClient, uids: list[int], sizes: dict[int, int]) -> dict[int, bytes]:
+        """The messages' bytes; of one over the size limit only its head (it becomes a dead letter
+        saying so, as the file intake does), never the whole of it into memory."""
+        limit = self.options.max_message_bytes
+        small = [uid for uid in uids if sizes.get(uid, 0) <= limit]
+        large = [uid for uid in uids if sizes.get(uid, 0) > limit]
+        out: dict[int, bytes] = {}
+        if small:
+            for uid, data in client.fetch(small, ["BODY.PEEK[]"]).items():
+                if b"BODY[]" in data:
+                    out[uid] = bytes(data[b"BODY[]"])
+        if large:
+            for uid, data in client.fetch(large, [f"BODY.PEEK[]<0.{limit}>"]).items():
+                body = next((value for key, value in data.items() if key.startswith(b"BODY[]")), None)
+                if body is not None:
+                    out[uid] = bytes(body)
+        return out
 
     def _mark(self, client: IMAPClient, done: list[int], rejected: list[int]) -> None:
         """Only now, with both lists durable, does the mailbox learn that they are done."""

@@ -378,3 +378,29 @@ def test_imap_into_kafka_then_consumed_once(
     finally:
         kill_if_running(consumer)
     assert counts(postgres_url) == (20, 1, 20)
+
+
+def test_a_message_over_the_size_limit_is_read_only_up_to_it(mailbox: Mailbox, tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    huge = forward([junk()]) + b"x" * 100 + (b"y" * 76 + b"\n") * 2000  # ~150 KB
+    mailbox.append(huge, many_reports(1)[0])
+    done = subprocess.run(
+        [*CMD, *mailbox.args("--once"), "--database", database],
+        env=env(ABUSEPIPE_IMAP_PASSWORD=mailbox.server.password, ABUSEPIPE_MAX_MESSAGE_BYTES="20000"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (mailbox.count(mailbox.processed), mailbox.count(mailbox.rejected)) == (1, 1)
+    engine = create_engine(database)
+    with engine.connect() as connection:
+        reason, size, data = connection.execute(
+            select(m.deadletters.c.reason, m.deadletters.c.size, m.deadletters.c.data)
+        ).one()
+    engine.dispose()
+    assert size > 150_000 and reason.startswith(f"message is {size} bytes, over the limit of 20000")
+    from sinks.store import decompress
+
+    assert len(decompress(data)) == 20000
