@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
@@ -32,7 +33,9 @@ _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*<?([^\r\n>]{1,250})>?", re.IGNOREC
 
 def message_id_of(raw: bytes) -> str | None:
     """The Message-ID of the received message itself (for the log line), from its header block."""
-    head = raw[: raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw[:65536] else 65536]
+    window = raw[:65536]
+    ends = [i for i in (window.find(b"\r\n\r\n"), window.find(b"\n\n")) if i >= 0]
+    head = window[: min(ends)] if ends else window
     match = _MESSAGE_ID.search(head)
     return match[1].decode("utf-8", "replace").strip() if match else None
 
@@ -124,7 +127,9 @@ class LiveIntake:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sink = sink
+        self._workers = workers
         self._pool = ProcessPoolExecutor(max_workers=workers) if workers > 0 else None
+        self._pool_lock = threading.Lock()
         self._batch_size = batch_size
         self._max_wait = max_wait
         self._clock = clock
@@ -142,10 +147,21 @@ class LiveIntake:
             except Exception as exc:  # a parser bug: fail this message, keep serving the others
                 done.set_exception(exc)
             return done
-        parsed = self._pool.submit(to_stored, message, options, received)
+        with self._pool_lock:
+            pool = self._pool
+        try:
+            parsed = pool.submit(to_stored, message, options, received)
+        except BrokenProcessPool as exc:
+            self._replace_pool(pool)
+            done.set_exception(exc)
+            return done
 
         def queue_it(parsed: Future[StoredMessage]) -> None:
             error = parsed.exception()
+            if isinstance(error, BrokenProcessPool):
+                # A parser process died (killed, out of memory): this message is retried by its sender,
+                # and the next ones get fresh processes.
+                self._replace_pool(pool)
             if error is not None:
                 done.set_exception(error)
             else:
@@ -153,6 +169,12 @@ class LiveIntake:
 
         parsed.add_done_callback(queue_it)
         return done
+
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        with self._pool_lock:
+            if self._pool is broken:
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._pool = ProcessPoolExecutor(max_workers=self._workers)
 
     def close(self) -> None:
         if self._pool is not None:
