@@ -53,8 +53,9 @@ class IntakeCounters:
 
     received: int = 0
     reports: int = 0
-    refused: int = 0
-    """Refused at the door (unknown recipient, too large): never stored, the sender is told."""
+    rejected: int = 0
+    """Recipients rejected at the door (not an abuse address here): never stored, the sender is told.
+    (Messages over the size limit are answered 552 by aiosmtpd itself and not counted here.)"""
     dead_lettered: int = 0
     retried: int = 0
     """Not durable this time (store or broker unavailable): the source keeps the message and retries."""
@@ -70,7 +71,7 @@ class IntakeCounters:
             return {
                 "received": self.received,
                 "reports": self.reports,
-                "refused": self.refused,
+                "rejected": self.rejected,
                 "dead_lettered": self.dead_lettered,
                 "retried": self.retried,
             }

@@ -14,7 +14,7 @@ from ingest.live import IntakeCounters
 HELP = {
     "received": "messages received",
     "reports": "reports stored or published",
-    "refused": "messages or recipients refused at the door (never stored)",
+    "rejected": "recipients rejected at the door (never stored; the sender is told)",
     "dead_lettered": "messages kept as dead letters (no report in them)",
     "retried": "messages not durable this time; the source keeps them and retries",
 }

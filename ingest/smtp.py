@@ -83,11 +83,11 @@ class IntakeHandler:
     ) -> str:
         route = self.routes.get(address.lower())
         if route is None:
-            self.counters.add(refused=1)
+            self.counters.add(rejected=1)
             self.log.message(
                 source=_peer(session),
                 message_id=None,
-                outcome="refused",
+                outcome="rejected",
                 reason=f"recipient <{address}> not accepted",
             )
             return f"550 5.1.1 <{address}>: no such abuse address here"

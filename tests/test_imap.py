@@ -153,7 +153,7 @@ def test_new_mail_is_processed_once_and_moved(mailbox: Mailbox, tmp_path: Path) 
         first.stderr.count('"outcome": "stored"') == 3
         and first.stderr.count('"outcome": "dead-lettered"') == 1
     )
-    assert "done: 4 received, 3 reports, 0 refused, 1 dead-lettered, 0 retried" in first.stderr
+    assert "done: 4 received, 3 reports, 0 rejected, 1 dead-lettered, 0 retried" in first.stderr
     assert all(b"\\Seen" not in flags for flags in mailbox.flags(mailbox.processed))  # read with PEEK
     again = run(mailbox.args("--once"), mailbox.server.password, database)
     assert again.returncode == 0 and "done: 0 received" in again.stderr
@@ -361,7 +361,7 @@ def test_imap_into_kafka_then_consumed_once(
         check=False,
     )
     assert published.returncode == 0, published.stderr
-    assert "done: 21 received, 20 reports, 0 refused, 1 dead-lettered" in published.stderr
+    assert "done: 21 received, 20 reports, 0 rejected, 1 dead-lettered" in published.stderr
     assert (mailbox.count(mailbox.processed), mailbox.count(mailbox.rejected)) == (20, 1)
     consumer = subprocess.Popen([*CMD, "consume"], env=kafka_env, stderr=subprocess.DEVNULL)
     try:

@@ -126,7 +126,7 @@ def test_recipients_routes_and_replies(serve: Callable[..., Server]) -> None:
     for line in (
         'abusepipe_intake_received_total{intake="smtp"} 4.0',
         'abusepipe_intake_reports_total{intake="smtp"} 3.0',
-        'abusepipe_intake_refused_total{intake="smtp"} 1.0',
+        'abusepipe_intake_rejected_total{intake="smtp"} 1.0',
         'abusepipe_intake_dead_lettered_total{intake="smtp"} 1.0',
         'abusepipe_intake_retried_total{intake="smtp"} 0.0',
     ):
@@ -135,7 +135,7 @@ def test_recipients_routes_and_replies(serve: Callable[..., Server]) -> None:
     log = server.log()
     assert log.count('"outcome": "stored"') == 3 and log.count('"outcome": "dead-lettered"') == 1
     assert '"message_id": "fwd-1@reporter.example"' in log
-    assert "stopped: 4 received, 3 reports, 1 refused, 1 dead-lettered, 0 retried" in log
+    assert "stopped: 4 received, 3 reports, 1 rejected, 1 dead-lettered, 0 retried" in log
 
 
 def test_size_limit(serve: Callable[..., Server]) -> None:
@@ -325,7 +325,7 @@ def test_soak_2000_messages_from_4_clients_each_stored_once(
         )
     engine.dispose()
     assert server.stop() == 0
-    assert "stopped: 2000 received, 2000 reports, 0 refused, 0 dead-lettered, 0 retried" in server.log()
+    assert "stopped: 2000 received, 2000 reports, 0 rejected, 0 dead-lettered, 0 retried" in server.log()
 
 
 def test_lines_longer_than_rfc_5321_allows_are_kept(serve: Callable[..., Server]) -> None:
