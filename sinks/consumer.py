@@ -253,7 +253,9 @@ class StoreConsumer:
                             return
         finally:
             if paused:
-                self._consumer.resume(*self._consumer.assignment())
+                with self._lock:
+                    held = set(self._unpositioned)  # these stay paused until positioned
+                self._consumer.resume(*(tp for tp in self._consumer.assignment() if tp not in held))
 
     def _wait(self, seconds: float, stop: threading.Event) -> bool:
         """Sleep while staying in the group (the partitions are paused, so no records arrive)."""
