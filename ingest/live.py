@@ -15,7 +15,6 @@ import queue
 import re
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -124,7 +123,6 @@ class LiveIntake:
         *,
         workers: int = 0,
         batch_size: int = 200,
-        max_wait: float = 0.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sink = sink
@@ -132,7 +130,6 @@ class LiveIntake:
         self._pool = ProcessPoolExecutor(max_workers=workers) if workers > 0 else None
         self._pool_lock = threading.Lock()
         self._batch_size = batch_size
-        self._max_wait = max_wait
         self._clock = clock
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="abusepipe-live-writer", daemon=True)
@@ -190,13 +187,11 @@ class LiveIntake:
             if job is None:
                 return
             # Group commit: what queued up while the previous batch was being written goes in this one.
-            # Waiting for more (`max_wait`) only adds latency when the senders wait for their answer.
+            # It does not wait for more: the senders wait for their answers, so waiting only adds latency.
             batch = [job]
-            deadline = time.monotonic() + self._max_wait
             while len(batch) < self._batch_size:
                 try:
-                    left = deadline - time.monotonic()
-                    more = self._jobs.get(timeout=left) if left > 0 else self._jobs.get_nowait()
+                    more = self._jobs.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:

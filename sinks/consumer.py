@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,7 @@ class ConsumerSummary:
     dead_lettered: int = 0
     skipped: int = 0
     batches: int = 0
-    retries: int = 0
     seconds: float = 0.0
-    partitions: set[tuple[str, int]] = field(default_factory=set)
 
     def add(self, result: ConsumedResult) -> None:
         self.records += result.records
@@ -118,8 +116,6 @@ class StoreConsumer:
     # --- rebalance callbacks (they run on kafka-python's IO thread) -----------------------------------
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
-        with self._lock:
-            self.summary.partitions = {(tp.topic, tp.partition) for tp in partitions}
         if not partitions:
             return
         try:
@@ -238,7 +234,6 @@ class StoreConsumer:
                     if not paused:
                         self._consumer.pause(*self._consumer.assignment())
                         paused = True
-                    self.summary.retries += 1
                     self._log(
                         f"store unavailable: {exc}; holding {len(batch)} records, retrying in {delay:.1f}s"
                     )

@@ -12,7 +12,7 @@ import socket
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,6 @@ class BatchResult:
     reports: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
-    new_report_ids: list[str] = field(default_factory=list)
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -481,7 +480,6 @@ def write_rows(
     result.dead_lettered = len(dead_rows)
     result.reports = len(new_ids)
     result.duplicates = len(reports) - len(new_ids)  # stored before, or twice in this batch
-    result.new_report_ids = new_ids
     if new_ids:
         _aggregate(connection, [by_id[report_id] for report_id in sorted(new_ids)])
     return result
