@@ -11,7 +11,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,6 @@ from abusepipe.settings import Settings
 from ingest.checkpoint import Checkpoint
 from ingest.imap import ImapIntake, ImapOptions, MailboxUnavailable, PassResult
 from ingest.live import IntakeCounters, LiveIntake, MessageLog, message_id_of
-from ingest.live import default_workers as live_workers
 from ingest.metrics import serve_metrics
 from ingest.runner import DEFAULT_BATCH, ParseOptions, default_workers, ingest
 from ingest.smtp import IntakeHandler, SmtpOptions, make_routes, serve, tls_context
@@ -314,18 +314,12 @@ def _open_store(args: argparse.Namespace, settings: Settings) -> ReportStore:
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     trust = _trust(args, settings)
     options = ParseOptions(trap=args.trap, trust=trust, limits=settings.parse_limits())
-    url = _store_url(args, settings)
     paths = PathSource(args.paths, max_bytes=options.limits.max_message_bytes)
     source: Iterable[RawMessage | SourceError] = paths
     workers = args.workers if args.workers is not None else default_workers()
     if args.paths == ["-"] or workers < 0:
         workers = 0  # one piped message: a process pool would only add start-up time
-    kafka = settings.kafka()
-    sink: BatchSink
-    if kafka is not None:
-        sink, destination = ReportPublisher(kafka), kafka.display()
-    else:
-        sink, destination = ReportStore.open(url), _display_url(url)
+    sink, destination = _open_sink(args, settings)
     checkpoint: Checkpoint | None = None
     log_messages = args.log_messages if args.log_messages is not None else args.paths == ["-"]
     message_log = MessageLog("ingest")
@@ -364,7 +358,7 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         sink.close()
         if checkpoint is not None:
             checkpoint.close()
-    if kafka is not None:
+    if isinstance(sink, ReportPublisher):
         summary.verb = "published"
     for error in summary.unreadable:
         print(f"{error.source}: cannot read: {error.reason}", file=sys.stderr)
@@ -396,12 +390,6 @@ def _cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--max-wait: must not be negative")
     url = _store_url(args, settings)
     store = ReportStore.open(url)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def log(text: str) -> None:
         if not args.quiet:
@@ -416,12 +404,11 @@ def _cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
         )
         consumer = StoreConsumer(kafka, store, options, log=log)
         try:
-            summary = consumer.run(stop)
+            with _stop_on_signals() as stop:
+                summary = consumer.run(stop)
         finally:
             consumer.close()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         store.close()
     log(f"{summary.line()} into {_display_url(url)} (group {kafka.group})")
     return EXIT_OK
@@ -436,7 +423,23 @@ def _open_sink(args: argparse.Namespace, settings: Settings) -> tuple[BatchSink,
     return ReportStore.open(url), _display_url(url)
 
 
-def _listen_address(text: str, option: str) -> tuple[str, int]:
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT, for the long-running commands to stop cleanly."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _listen_address(text: str, option: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     try:
         number = int(port)
@@ -444,7 +447,11 @@ def _listen_address(text: str, option: str) -> tuple[str, int]:
         raise ConfigError(f"{option} {text!r}: expected HOST:PORT") from None
     if not 0 <= number <= 65535:
         raise ConfigError(f"{option} {text!r}: port out of range")
-    return host.strip("[]") or "0.0.0.0", number
+    return host.strip("[]") or default_host, number
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    return _listen_address(text, "--metrics-listen", default_host="127.0.0.1")
 
 
 def _cmd_smtp(args: argparse.Namespace, settings: Settings) -> int:
@@ -474,9 +481,9 @@ def _cmd_smtp(args: argparse.Namespace, settings: Settings) -> int:
     )
     counters, log = IntakeCounters(), MessageLog("lmtp" if args.lmtp else "smtp")
     if args.metrics_listen:
-        serve_metrics(args.metrics_listen, log.intake, counters)
+        serve_metrics(_metrics_address(args.metrics_listen), log.intake, counters)
     sink, destination = _open_sink(args, settings)
-    workers = args.workers if args.workers is not None else live_workers()
+    workers = args.workers if args.workers is not None else default_workers()
     intake = LiveIntake(sink, workers=max(0, workers))
     try:
         log.text(f"writing to {destination}")
@@ -527,17 +534,11 @@ def _cmd_imap(args: argparse.Namespace, settings: Settings) -> int:
     parse_options = ParseOptions(trap=args.trap, trust=trust, limits=settings.parse_limits())
     counters, log = IntakeCounters(), MessageLog("imap")
     if args.metrics_listen:
-        serve_metrics(args.metrics_listen, "imap", counters)
+        serve_metrics(_metrics_address(args.metrics_listen), "imap", counters)
     sink, destination = _open_sink(args, settings)
-    workers = args.workers if args.workers is not None else live_workers()
+    workers = args.workers if args.workers is not None else default_workers()
     intake = LiveIntake(sink, workers=0 if args.once else max(0, workers))
     reader = ImapIntake(options, intake, parse_options, counters, log)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         log.text(
             f"reading {', '.join(options.folders)} at {options.host} as {options.username} into {destination}"
@@ -553,12 +554,11 @@ def _cmd_imap(args: argparse.Namespace, settings: Settings) -> int:
                 log.text(f"so far: {counters.line()}")
                 last[0] = time.monotonic()
 
-        reader.run(stop, on_pass=on_pass)
+        with _stop_on_signals() as stop:
+            reader.run(stop, on_pass=on_pass)
         log.text(f"stopped: {counters.line()}")
         return EXIT_OK
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         intake.close()
         sink.close()
 

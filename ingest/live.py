@@ -10,7 +10,6 @@ acknowledge the message (SMTP answers 451, IMAP leaves it unmarked).
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import sys
@@ -211,7 +210,3 @@ class LiveIntake:
             done.set_result(
                 Outcome(len(item.prepared), None if item.prepared else (item.rejection or "no report"))
             )
-
-
-def default_workers() -> int:
-    return os.cpu_count() or 1

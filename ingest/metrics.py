@@ -32,15 +32,11 @@ class _CountersCollector(Collector):
             yield family
 
 
-def serve_metrics(listen: str, intake: str, counters: IntakeCounters) -> None:
-    host, _, port = listen.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        raise ConfigError(f"--metrics-listen {listen!r}: expected HOST:PORT") from None
+def serve_metrics(address: tuple[str, int], intake: str, counters: IntakeCounters) -> None:
+    host, port = address
     registry = CollectorRegistry()
     registry.register(_CountersCollector(intake, counters))
     try:
-        start_http_server(number, addr=host or "127.0.0.1", registry=registry)
+        start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
