@@ -24,7 +24,7 @@ from imapclient.exceptions import IMAPClientError
 from pydantic import SecretStr
 
 from abusepipe.errors import AbusepipeError, ConfigError
-from ingest.live import IntakeCounters, LiveIntake, MessageLog, Outcome, message_id_of
+from ingest.live import IntakeCounters, LiveIntake, MessageLog, Outcome, message_id_of, settle
 from ingest.runner import ParseOptions
 from ingest.sources import RawMessage
 
@@ -152,30 +152,13 @@ class ImapIntake:
             wait([future for future, _, _ in pending.values()])
             done, rejected = [], []
             for uid, (future, source, message_id) in pending.items():
-                error = future.exception()
-                if error is not None:
+                outcome = settle(future, self.counters, self.log, source=source, message_id=message_id)
+                if outcome is None:
                     result.retried += 1
-                    self.counters.add(retried=1)
-                    self.log.message(
-                        source=source, message_id=message_id, outcome="retry", reason=_text(error)
-                    )
-                    continue
-                outcome = future.result()
-                if outcome.dead_letter is not None:
+                elif outcome.dead_letter is not None:
                     rejected.append(uid)
-                    self.counters.add(dead_lettered=1)
-                    self.log.message(
-                        source=source,
-                        message_id=message_id,
-                        outcome="dead-lettered",
-                        reason=outcome.dead_letter,
-                    )
                 else:
                     done.append(uid)
-                    self.counters.add(reports=outcome.reports)
-                    self.log.message(
-                        source=source, message_id=message_id, outcome="stored", reports=outcome.reports
-                    )
             self._mark(client, done, rejected)
             result.processed += len(done) + len(rejected)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
 
+from abusepipe.errors import AbusepipeError
 from ingest.runner import ParseOptions, to_stored
 from ingest.sources import RawMessage
 from sinks.base import BatchSink
@@ -110,6 +111,32 @@ class MessageLog:
             stream = self._stream or sys.stderr
             stream.write(f"abusepipe: {line}\n")
             stream.flush()
+
+
+def settle(
+    future: Future[Outcome], counters: IntakeCounters, log: MessageLog, *, source: str, message_id: str | None
+) -> Outcome | None:
+    """Count and log what became of a submitted message: its outcome once durable, or None when it
+    is not (the caller must not acknowledge it: SMTP answers 451, IMAP leaves it unmarked)."""
+    error = future.exception()
+    if error is not None:
+        # A bug (not one of our errors) must not lose the message either: it is retried the same way.
+        reason = (
+            str(error)
+            if isinstance(error, AbusepipeError)
+            else f"internal error: {type(error).__name__}: {error}"
+        )
+        counters.add(retried=1)
+        log.message(source=source, message_id=message_id, outcome="retry", reason=reason)
+        return None
+    outcome = future.result()
+    if outcome.dead_letter is not None:
+        counters.add(dead_lettered=1)
+        log.message(source=source, message_id=message_id, outcome="dead-lettered", reason=outcome.dead_letter)
+    else:
+        counters.add(reports=outcome.reports)
+        log.message(source=source, message_id=message_id, outcome="stored", reports=outcome.reports)
+    return outcome
 
 
 _Job = tuple[StoredMessage, "Future[Outcome]"]

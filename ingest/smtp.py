@@ -19,8 +19,8 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from abusepipe.errors import AbusepipeError, ConfigError
-from ingest.live import IntakeCounters, LiveIntake, MessageLog, message_id_of
+from abusepipe.errors import ConfigError
+from ingest.live import IntakeCounters, LiveIntake, MessageLog, message_id_of, settle
 from ingest.runner import ParseOptions
 from ingest.sources import RawMessage
 from schemas import FEEDBACK_TYPES
@@ -108,27 +108,16 @@ class IntakeHandler:
         self.counters.add(received=1)
         self.active += 1
         try:
-            outcome = await asyncio.wrap_future(self.intake.submit(RawMessage(raw, source), route.options))
-        except AbusepipeError as exc:
-            return self._retry(source, message_id, str(exc), rcpts)
-        except Exception as exc:  # a bug must not lose the message: the sender keeps it and retries
-            return self._retry(source, message_id, f"internal error: {type(exc).__name__}: {exc}", rcpts)
+            future = self.intake.submit(RawMessage(raw, source), route.options)
+            await asyncio.wait([asyncio.wrap_future(future)])  # its failure is settled below
         finally:
             self.active -= 1
+        outcome = settle(future, self.counters, self.log, source=source, message_id=message_id)
+        if outcome is None:  # not durable: the sender keeps the message and retries
+            return self._reply("451 4.3.0 not stored now; try again later", rcpts)
         if outcome.dead_letter is not None:
-            self.counters.add(dead_lettered=1)
-            self.log.message(
-                source=source, message_id=message_id, outcome="dead-lettered", reason=outcome.dead_letter
-            )
             return self._reply("250 2.0.0 kept, but not an abuse report: dead-lettered", rcpts)
-        self.counters.add(reports=outcome.reports)
-        self.log.message(source=source, message_id=message_id, outcome="stored", reports=outcome.reports)
         return self._reply(f"250 2.0.0 stored: {outcome.reports} report(s)", rcpts)
-
-    def _retry(self, source: str, message_id: str | None, reason: str, rcpts: list[str]) -> str:
-        self.counters.add(retried=1)
-        self.log.message(source=source, message_id=message_id, outcome="retry", reason=reason)
-        return self._reply("451 4.3.0 not stored now; try again later", rcpts)
 
     def _reply(self, line: str, rcpts: list[str]) -> str:
         # LMTP answers DATA once per recipient.
