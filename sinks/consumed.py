@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, tuple_
+from sqlalchemy import Connection, and_, delete, func, select, tuple_
 
 from sinks import models as m
 from sinks.store import (
@@ -53,33 +53,20 @@ class ConsumedResult:
 
 
 def stored_offsets(
-    connection: Connection, group: str, partitions: Sequence[TopicPartition]
+    connection: Connection, group: str, partitions: Sequence[TopicPartition], *, lock: bool = False
 ) -> dict[TopicPartition, int]:
-    """The next offset to read of each partition the group has stored anything from."""
+    """The next offset to read of each partition the group has stored anything from; with `lock`,
+    their rows stay locked (in partition order) until the transaction ends."""
     if not partitions:
         return {}
     o = m.consumer_offsets
-    rows = connection.execute(
-        select(o.c.topic, o.c.partition, o.c.next_offset).where(
-            o.c.group_id == group, tuple_(o.c.topic, o.c.partition).in_(list(partitions))
-        )
-    ).all()
-    return {(row.topic, row.partition): row.next_offset for row in rows}
-
-
-def _lock_offsets(
-    connection: Connection, group: str, partitions: list[TopicPartition]
-) -> dict[TopicPartition, int]:
-    o = m.consumer_offsets
-    condition = or_(
-        *(and_(o.c.topic == topic, o.c.partition == partition) for topic, partition in partitions)
-    )
     query = (
         select(o.c.topic, o.c.partition, o.c.next_offset)
-        .where(o.c.group_id == group, condition)
+        .where(o.c.group_id == group, tuple_(o.c.topic, o.c.partition).in_(list(partitions)))
         .order_by(o.c.topic, o.c.partition)
-        .with_for_update()
     )
+    if lock:
+        query = query.with_for_update()
     return {(row.topic, row.partition): row.next_offset for row in connection.execute(query)}
 
 
@@ -88,7 +75,7 @@ def store_consumed(connection: Connection, group: str, batch: Sequence[Consumed]
     if not batch:
         return result
     partitions = sorted({(c.topic, c.partition) for c in batch})
-    stored = _lock_offsets(connection, group, partitions)
+    stored = stored_offsets(connection, group, partitions, lock=True)
     fresh = [c for c in batch if c.offset >= stored.get((c.topic, c.partition), -1)]
     result.skipped = len(batch) - len(fresh)
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sinks.consumed import Consumed, ConsumedResult, store_consumed, stored_offsets
 from sinks.kafka_config import BrokerUnavailable, KafkaSettings
 from sinks.store import ReportStore, StoreError, StoreUnavailable, classify
-from sinks.wire import Poison, decode
+from sinks.wire import Poison, decode, where
 
 Log = Callable[[str], None]
 
@@ -303,12 +303,7 @@ class StoreConsumer:
 
 def _refused(consumed: Consumed, exc: StoreError) -> Consumed:
     reason = f"the store refused this record: {exc}"
-    poison = Poison(
-        reason,
-        consumed.value,
-        f"kafka:{consumed.topic}/{consumed.partition}@{consumed.offset}",
-        datetime.now(UTC),
-    )
+    poison = Poison(reason, consumed.value, where(consumed), datetime.now(UTC))
     return Consumed(consumed.topic, consumed.partition, consumed.offset, poison, consumed.value)
 
 

@@ -171,7 +171,16 @@ class Poison:
 Decoded = ReportIn | ChunkIn | Poison
 
 
-def where(record: ConsumedRecord) -> str:
+class RecordPosition(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+def where(record: RecordPosition) -> str:
     return f"kafka:{record.topic}/{record.partition}@{record.offset}"
 
 
