@@ -137,14 +137,7 @@ def main() -> None:
     smtp(messages, base, "the embedded store (SQLite)")
     bootstrap = args.kafka or service("kafka")
     kafka = fresh_kafka(bootstrap)
-    env = {
-        **base,
-        "ABUSEPIPE_KAFKA_BOOTSTRAP": bootstrap,
-        "ABUSEPIPE_KAFKA_TOPIC_REPORTS": kafka.topics.reports,
-        "ABUSEPIPE_KAFKA_TOPIC_EVIDENCE": kafka.topics.evidence,
-        "ABUSEPIPE_KAFKA_TOPIC_DEADLETTER": kafka.topics.deadletter,
-    }
-    smtp(messages, env, f"Kafka ({bootstrap})")
+    smtp(messages, {**base, **kafka.environment()}, f"Kafka ({bootstrap})")
     if args.imap:
         imap(messages)
 

@@ -118,14 +118,7 @@ def sustained(bootstrap: str, database_root: str, reports: int) -> None:
         tally = Tally()
         consumer, stop, thread = start_consumer(kafka, database, tally)
         time.sleep(3)  # the group is formed and partitions assigned before the clock starts
-        env = {
-            **os.environ,
-            "ABUSEPIPE_KAFKA_BOOTSTRAP": bootstrap,
-            "ABUSEPIPE_KAFKA_TOPIC_REPORTS": kafka.topics.reports,
-            "ABUSEPIPE_KAFKA_TOPIC_EVIDENCE": kafka.topics.evidence,
-            "ABUSEPIPE_KAFKA_TOPIC_DEADLETTER": kafka.topics.deadletter,
-            "PYTHONPATH": str(ROOT),
-        }
+        env = {**os.environ, **kafka.environment(), "PYTHONPATH": str(ROOT)}
         began = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "abusepipe.cli", "ingest", "--quiet", str(box)],

@@ -64,5 +64,19 @@ class KafkaSettings:
             options["ssl_cafile"] = self.ssl_cafile
         return options
 
+    def environment(self) -> dict[str, str]:
+        """The `ABUSEPIPE_KAFKA_*` variables that configure this connection in another abusepipe process
+        (topics, group, timeouts; credentials are left to the caller)."""
+        return {
+            "ABUSEPIPE_KAFKA_BOOTSTRAP": ",".join(self.bootstrap),
+            "ABUSEPIPE_KAFKA_TOPIC_REPORTS": self.topics.reports,
+            "ABUSEPIPE_KAFKA_TOPIC_EVIDENCE": self.topics.evidence,
+            "ABUSEPIPE_KAFKA_TOPIC_DEADLETTER": self.topics.deadletter,
+            "ABUSEPIPE_KAFKA_GROUP": self.group,
+            "ABUSEPIPE_KAFKA_CLIENT_ID": self.client_id,
+            "ABUSEPIPE_KAFKA_SESSION_TIMEOUT_MS": str(self.session_timeout_ms),
+            "ABUSEPIPE_KAFKA_DELIVERY_TIMEOUT": str(self.delivery_timeout),
+        }
+
     def display(self) -> str:
         return f"kafka {','.join(self.bootstrap)} ({self.topics.reports})"

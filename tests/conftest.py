@@ -6,9 +6,10 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, func, make_url, select, text
 
 from parsers import parse_message
 from schemas import AbuseReport
@@ -71,6 +72,22 @@ def store(database_url: str) -> Iterator[ReportStore]:
         yield opened
     finally:
         opened.close()
+
+
+def count_rows(url: str, table: Any = None) -> int:
+    """Rows of a store table (reports by default), read by a fresh connection as another process would."""
+    from sinks import models as m
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).select_from(table if table is not None else m.reports)
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

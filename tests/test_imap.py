@@ -115,6 +115,23 @@ def run(args: list[str], password: str, database: str) -> subprocess.CompletedPr
     )
 
 
+def start_imap(mailbox: Mailbox, database: str, log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """The long-running `abusepipe imap`, returned once it is reading the mailbox."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*CMD, *mailbox.args(*args), "--database", database],
+            env=env(ABUSEPIPE_IMAP_PASSWORD=mailbox.server.password),
+            stderr=log,
+        )
+    deadline = time.monotonic() + 60
+    while "reading " not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            kill_if_running(process)
+            pytest.fail(f"abusepipe imap did not start: {log_path.read_text()}")
+        time.sleep(0.2)
+    return process
+
+
 def stop_gracefully(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
@@ -241,17 +258,8 @@ def test_uidvalidity_change_is_read_afresh(mailbox: Mailbox, tmp_path: Path) -> 
 def test_idle_picks_up_new_mail_and_sigterm_stops(mailbox: Mailbox, tmp_path: Path) -> None:
     database = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     log_path = tmp_path / "imap.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*CMD, *mailbox.args("--poll-interval", "600"), "--database", database],
-            env=env(ABUSEPIPE_IMAP_PASSWORD=mailbox.server.password),
-            stderr=log,
-        )
+    process = start_imap(mailbox, database, log_path, "--poll-interval", "600")
     try:
-        deadline = time.monotonic() + 60
-        while "reading " not in log_path.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
         time.sleep(1)  # in IDLE by now (the poll interval is 10 minutes: only IDLE can wake it)
         began = time.monotonic()
         mailbox.append(forward([junk()]))
@@ -300,17 +308,9 @@ def test_nothing_is_marked_while_the_store_is_down(
 ) -> None:
     url, control = own_postgres
     log_path = tmp_path / "imap.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*CMD, *mailbox.args("--poll-interval", "2", "--no-idle"), "--database", url],
-            env=env(ABUSEPIPE_IMAP_PASSWORD=mailbox.server.password),
-            stderr=log,
-        )
+    process = start_imap(mailbox, url, log_path, "--poll-interval", "2", "--no-idle")
     try:
         deadline = time.monotonic() + 60
-        while "reading " not in log_path.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
         control("stop")
         mailbox.append(*many_reports(3))
         while '"outcome": "retry"' not in log_path.read_text():
@@ -344,12 +344,8 @@ def test_imap_into_kafka_then_consumed_once(
     create_topics(kafka, partitions=2)
     kafka_env = env(
         ABUSEPIPE_IMAP_PASSWORD=mailbox.server.password,
-        ABUSEPIPE_KAFKA_BOOTSTRAP=kafka_bootstrap,
-        ABUSEPIPE_KAFKA_TOPIC_REPORTS=kafka.topics.reports,
-        ABUSEPIPE_KAFKA_TOPIC_EVIDENCE=kafka.topics.evidence,
-        ABUSEPIPE_KAFKA_TOPIC_DEADLETTER=kafka.topics.deadletter,
-        ABUSEPIPE_KAFKA_GROUP=kafka.group,
         ABUSEPIPE_DATABASE_URL=postgres_url,
+        **kafka.environment(),
     )
     mailbox.append(*many_reports(20), b"Subject: hello\n\nnot a report\n")
     published = subprocess.run(

@@ -35,7 +35,7 @@ from sinks.publisher import ReportPublisher
 from sinks.queries import top_offenders
 from sinks.store import ReportStore, StoredMessage
 from sinks.topics import create_topics
-from tests.conftest import CORPUS, ROOT, SAMPLES, OwnService
+from tests.conftest import CORPUS, ROOT, SAMPLES, OwnService, count_rows
 from tests.mail import junk, many_reports
 
 pytestmark = pytest.mark.integration
@@ -67,15 +67,9 @@ class Pipeline:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def env(self, **extra: str) -> dict[str, str]:
-        topics = self.kafka.topics
         return {
             **os.environ,
-            "ABUSEPIPE_KAFKA_BOOTSTRAP": ",".join(self.kafka.bootstrap),
-            "ABUSEPIPE_KAFKA_TOPIC_REPORTS": topics.reports,
-            "ABUSEPIPE_KAFKA_TOPIC_EVIDENCE": topics.evidence,
-            "ABUSEPIPE_KAFKA_TOPIC_DEADLETTER": topics.deadletter,
-            "ABUSEPIPE_KAFKA_GROUP": self.kafka.group,
-            "ABUSEPIPE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            **self.kafka.environment(),  # its session timeout is 6 s: killed consumers are noticed fast
             "ABUSEPIPE_DATABASE_URL": self.database_url,
             "ABUSEPIPE_DATA_DIR": str(self.tmp),
             "PYTHONPATH": str(ROOT),
@@ -103,14 +97,10 @@ class Pipeline:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def count(self, table: object = m.reports) -> int:
-        engine = create_engine(self.database_url)
         try:
-            with engine.connect() as connection:
-                return int(connection.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+            return count_rows(self.database_url, table)
         except SQLAlchemyError:
             return -1  # not there yet, or the database is down for the test
-        finally:
-            engine.dispose()
 
     def wait_for(
         self, reports: int, *, timeout: float = 180, alive: list[subprocess.Popen[bytes]] = ()

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import trustme
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from sinks import models as m
 from sinks.kafka_config import KafkaSettings, TopicNames
 from sinks.topics import create_topics
-from tests.conftest import ROOT, OwnService
+from tests.conftest import ROOT, OwnService, count_rows
 from tests.mail import arf, forward, junk, many_reports
 
 CMD = [sys.executable, "-m", "abusepipe.cli"]
@@ -64,12 +65,7 @@ class Server:
         return smtplib.SMTP("127.0.0.1", self.port, timeout=120)
 
     def count(self, table: object = m.reports) -> int:
-        engine = create_engine(self.database)
-        try:
-            with engine.connect() as connection:
-                return int(connection.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
-        finally:
-            engine.dispose()
+        return count_rows(self.database, table)
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -232,18 +228,11 @@ def test_451_while_the_broker_is_down_then_delivered(
 ) -> None:
     bootstrap: str = own_broker.address
     name = f"smtp{os.getpid()}{int(time.time())}"
-    kafka = KafkaSettings((bootstrap,), TopicNames(f"{name}.r", f"{name}.e", f"{name}.d"), group=f"{name}.g")
+    kafka = KafkaSettings(
+        (bootstrap,), TopicNames(f"{name}.r", f"{name}.e", f"{name}.d"), group=f"{name}.g", delivery_timeout=5
+    )
     create_topics(kafka, partitions=2)
-    env = {
-        **os.environ,
-        "ABUSEPIPE_KAFKA_BOOTSTRAP": bootstrap,
-        "ABUSEPIPE_KAFKA_TOPIC_REPORTS": kafka.topics.reports,
-        "ABUSEPIPE_KAFKA_TOPIC_EVIDENCE": kafka.topics.evidence,
-        "ABUSEPIPE_KAFKA_TOPIC_DEADLETTER": kafka.topics.deadletter,
-        "ABUSEPIPE_KAFKA_GROUP": kafka.group,
-        "ABUSEPIPE_KAFKA_DELIVERY_TIMEOUT": "5",
-        "ABUSEPIPE_DATABASE_URL": postgres_url,
-    }
+    env = {**os.environ, **kafka.environment(), "ABUSEPIPE_DATABASE_URL": postgres_url}
     server = serve(env=env)
     message = crlf(forward([junk()]))
     own_broker("stop")
@@ -266,24 +255,20 @@ def test_451_while_the_broker_is_down_then_delivered(
     consumer = subprocess.Popen(
         [*CMD, "consume"], env={**env, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE
     )
-    engine = create_engine(postgres_url)
     deadline = time.monotonic() + 90
     try:
         while True:
             try:
-                with engine.connect() as connection:
-                    if connection.execute(select(func.count()).select_from(m.reports)).scalar_one() >= 1:
-                        break
-            except Exception:  # the consumer has not created the tables yet
+                if count_rows(postgres_url) >= 1:
+                    break
+            except SQLAlchemyError:  # the consumer has not created the tables yet
                 pass
             assert time.monotonic() < deadline and consumer.poll() is None
             time.sleep(0.3)
         consumer.send_signal(signal.SIGTERM)
         assert consumer.wait(timeout=60) == 0
-        with engine.connect() as connection:
-            assert connection.execute(select(func.count()).select_from(m.reports)).scalar_one() == 1
+        assert count_rows(postgres_url) == 1
     finally:
-        engine.dispose()
         if consumer.poll() is None:
             consumer.kill()
 

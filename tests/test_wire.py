@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
 
 from ingest.runner import ParseOptions, to_stored
@@ -207,3 +208,17 @@ def test_kafka_record_batches_are_checksummed_in_c() -> None:
     assert records.calc_crc32c(check) == pure_python_crc(check) == 0xE3069283  # CRC-32C check value
     batch = os.urandom(100_000)
     assert kafka_crc.crc32c(memoryview(batch)) == pure_python_crc(batch)
+
+
+def test_kafka_settings_cross_to_another_process_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from abusepipe.settings import Settings
+    from sinks.kafka_config import KafkaSettings
+
+    kafka = KafkaSettings(
+        ("a:1", "b:2"), TOPICS, group="g", client_id="c", session_timeout_ms=7000, delivery_timeout=5
+    )
+    for name, value in kafka.environment().items():
+        monkeypatch.setenv(name, value)
+    assert Settings().kafka() == kafka
