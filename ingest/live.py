@@ -234,6 +234,4 @@ class LiveIntake:
                 done.set_exception(exc)
             return
         for item, done in batch:
-            done.set_result(
-                Outcome(len(item.prepared), None if item.prepared else (item.rejection or "no report"))
-            )
+            done.set_result(Outcome(len(item.prepared), None if item.prepared else item.reason))

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, and_, delete, func, select, tuple_
 
 from sinks import models as m
 from sinks.store import (
+    NO_REPORT,
     BatchResult,
     PreparedReport,
     compress,
@@ -165,11 +166,12 @@ def _assemble(connection: Connection, chunks: list[ChunkIn]) -> list[tuple[Chunk
 
 
 def _dead_letter_row(chunk: ChunkIn, raw: bytes) -> dict[str, Any]:
-    reason = chunk.reason or "no report"
-    if hashlib.sha256(raw).hexdigest() != chunk.sha256:
+    reason = chunk.reason or NO_REPORT
+    sha = hashlib.sha256(raw).hexdigest()
+    if sha != chunk.sha256:
         reason = f"{reason} (the bytes read from Kafka do not match their sha256 {chunk.sha256})"
     return dead_row(
-        hashlib.sha256(raw).hexdigest(),
+        sha,
         reason=reason,
         source=chunk.source,
         received_at=chunk.received_at,

@@ -48,6 +48,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 COMPRESSION_LEVEL = 3  # evidence is written far more often than read: a fast level
 MAX_URLS = 200  # evidence is written far more often than read: favour speed
 EARLIEST_REPORT_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+NO_REPORT = "no report"
+"""The reason of a dead letter whose rejection gave none."""
 
 
 class StoreError(AbusepipeError):
@@ -131,6 +133,9 @@ class StoredMessage:
     """`raw` compressed, when a parser process already did it."""
     prepared: tuple[PreparedReport, ...] = ()
     """The rows to write, derived from `reports` (which are not sent between processes)."""
+    sha256: str = ""
+    """What the input is stored under: its reports' `input_sha256`, else the hash of `raw`. Computed
+    where the message is parsed, once."""
 
     def __post_init__(self) -> None:
         if self.size < 0:
@@ -140,6 +145,14 @@ class StoredMessage:
         if self.reports and not self.prepared:
             prepared = tuple(PreparedReport.of(r, self.received_at) for r in self.reports)
             object.__setattr__(self, "prepared", prepared)
+        if not self.sha256:
+            sha = self.prepared[0].input_sha256 if self.prepared else hashlib.sha256(self.raw).hexdigest()
+            object.__setattr__(self, "sha256", sha)
+
+    @property
+    def reason(self) -> str:
+        """Why it is a dead letter."""
+        return self.rejection or NO_REPORT
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Only what the writer needs crosses a process boundary: not the pydantic reports.
@@ -152,6 +165,7 @@ class StoredMessage:
             self.size,
             self.compressed,
             self.prepared,
+            self.sha256,
         )
         return (StoredMessage, fields)
 
@@ -432,8 +446,8 @@ def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> Batch
         if not item.prepared:
             dead_rows.append(
                 dead_row(
-                    hashlib.sha256(item.raw).hexdigest(),
-                    reason=item.rejection or "no report",
+                    item.sha256,
+                    reason=item.reason,
                     source=item.source,
                     received_at=item.received_at,
                     size=item.size,
@@ -441,9 +455,8 @@ def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> Batch
                 )
             )
             continue
-        sha = item.prepared[0].input_sha256
-        if sha not in raw_rows:
-            raw_rows[sha] = raw_row(sha, len(item.raw), item.compressed, item.received_at)
+        if item.sha256 not in raw_rows:
+            raw_rows[item.sha256] = raw_row(item.sha256, len(item.raw), item.compressed, item.received_at)
         reports.extend(item.prepared)
     result = write_rows(connection, list(raw_rows.values()), reports, dead_rows)
     result.messages = len(batch)

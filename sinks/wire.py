@@ -16,7 +16,6 @@ dead-letters it and moves on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,17 +74,16 @@ def encode_message(
 ) -> list[OutgoingRecord]:
     """The records of one ingested message: its evidence then its reports, or its dead letter."""
     received = _text(item.received_at.astimezone(UTC).isoformat())
+    sha = item.sha256
     if not item.prepared:
-        sha = hashlib.sha256(item.raw).hexdigest()
         meta: Headers = [
             (H_SHA, sha.encode()),
-            (H_REASON, _text(item.rejection or "no report")),
+            (H_REASON, _text(item.reason)),
             (H_SOURCE, _text(item.source)),
             (H_RECEIVED, received),
             (H_SIZE, str(item.size).encode()),
         ]
         return _chunks(topics.deadletter, sha, item.raw, meta, chunk_bytes)
-    sha = item.prepared[0].input_sha256
     meta = [
         (H_SHA, sha.encode()),
         (H_RECEIVED, received),
