@@ -40,20 +40,10 @@ class ParseOptions:
 
 
 @dataclass(slots=True)
-class IngestSummary:
-    messages: int = 0
-    reports: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
+class IngestSummary(BatchResult):
     unreadable: list[SourceError] = field(default_factory=list)
     seconds: float = 0.0
     verb: str = "stored"
-
-    def add(self, result: BatchResult) -> None:
-        self.messages += result.messages
-        self.reports += result.reports
-        self.duplicates += result.duplicates
-        self.dead_lettered += result.dead_lettered
 
     def line(self) -> str:
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0

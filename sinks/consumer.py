@@ -26,28 +26,25 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from sinks.consumed import Consumed, ConsumedResult, store_consumed, stored_offsets
 from sinks.kafka_config import BrokerUnavailable, KafkaSettings
-from sinks.store import ReportStore, StoreError, StoreUnavailable, classify
+from sinks.store import BatchResult, ReportStore, StoreError, StoreUnavailable, classify
 from sinks.wire import Poison, decode, where
 
 Log = Callable[[str], None]
 
 
 @dataclass(slots=True)
-class ConsumerSummary:
+class ConsumerSummary(BatchResult):
+    """What was stored (the BatchResult counters) out of how many records read."""
+
     records: int = 0
-    reports: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
     skipped: int = 0
     batches: int = 0
     seconds: float = 0.0
 
-    def add(self, result: ConsumedResult) -> None:
+    def consumed(self, result: ConsumedResult) -> None:
         self.records += result.records
         self.skipped += result.skipped
-        self.reports += result.stored.reports
-        self.duplicates += result.stored.duplicates
-        self.dead_lettered += result.stored.dead_lettered
+        self.add(result.stored)
         self.batches += 1
 
     def line(self) -> str:
@@ -288,7 +285,7 @@ class StoreConsumer:
 
     def _committed(self, batch: list[Consumed], result: ConsumedResult) -> None:
         with self._lock:
-            self.summary.add(result)
+            self.summary.consumed(result)
         if self._on_commit is not None:
             self._on_commit(batch, result, time.time())
         offsets = {

@@ -177,6 +177,13 @@ class BatchResult:
     duplicates: int = 0
     dead_lettered: int = 0
 
+    def add(self, other: BatchResult) -> None:
+        """Count `other` in: running totals of a whole ingest or consumer run are BatchResults too."""
+        self.messages += other.messages
+        self.reports += other.reports
+        self.duplicates += other.duplicates
+        self.dead_lettered += other.dead_lettered
+
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _COMPRESSOR = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
