@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from sinks.consumed import Consumed, ConsumedResult, store_consumed, stored_offsets
 from sinks.kafka_config import BrokerUnavailable, KafkaSettings
-from sinks.store import BatchResult, ReportStore, StoreError, StoreUnavailable, classify
+from sinks.store import BatchResult, ReportStore, StoreError, StoreUnavailable, store_errors
 from sinks.wire import Poison, decode, where
 
 Log = Callable[[str], None]
@@ -274,14 +274,13 @@ class StoreConsumer:
             return [*self._commit(batch[:middle]), *self._commit(batch[middle:])]
 
     def _transaction(self, batch: list[Consumed]) -> ConsumedResult:
-        try:
-            with self.store.engine.begin() as connection:
-                return store_consumed(connection, self.kafka.group, batch)
-        except IntegrityError as exc:
-            # Two members inserting the first offsets row of one partition at once: a retry settles it.
-            raise StoreUnavailable(f"concurrent offset write: {exc.orig}") from exc
-        except SQLAlchemyError as exc:
-            raise classify(exc, "store write failed") from exc
+        with store_errors("store write failed"):
+            try:
+                with self.store.engine.begin() as connection:
+                    return store_consumed(connection, self.kafka.group, batch)
+            except IntegrityError as exc:
+                # Two members inserting the first offsets row of one partition at once: a retry settles it.
+                raise StoreUnavailable(f"concurrent offset write: {exc.orig}") from exc
 
     def _committed(self, batch: list[Consumed], result: ConsumedResult) -> None:
         with self._lock:

@@ -258,15 +258,12 @@ def migrate(engine: Engine) -> None:
     """Bring the schema up to date (the same Alembic migrations on SQLite and PostgreSQL)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    try:
-        with _migration_lock(engine), engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # Processes starting together (several consumers) migrate one after the other.
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-    except SQLAlchemyError as exc:
-        raise classify(exc, "cannot open the store") from exc
+    with _migration_lock(engine), store_errors("cannot open the store"), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Processes starting together (several consumers) migrate one after the other.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
 
 
 MIGRATION_LOCK_KEY = 0x61627573  # "abus": any constant shared by every abusepipe process
@@ -285,6 +282,18 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def store_errors(action: str) -> Iterator[None]:
+    """Database failures as the store's own errors. A lost connection is `StoreUnavailable` also when
+    the driver lets it out as a bare socket error (pg8000 does, for a reset while PostgreSQL stops)."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise classify(exc, action) from exc
+    except OSError as exc:
+        raise StoreUnavailable(f"{action}: {_one_line(exc)}") from exc
 
 
 def classify(exc: SQLAlchemyError, action: str) -> StoreError:
@@ -429,19 +438,13 @@ class ReportStore:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as connection:
-                yield connection
-        except SQLAlchemyError as exc:
-            raise classify(exc, "store query failed") from exc
+        with store_errors("store query failed"), self.engine.connect() as connection:
+            yield connection
 
     def write(self, batch: Sequence[StoredMessage]) -> BatchResult:
         """Store a batch in one transaction. Raises `StoreUnavailable` when a retry may succeed."""
-        try:
-            with self.engine.begin() as connection:
-                return write_batch(connection, batch)
-        except SQLAlchemyError as exc:
-            raise classify(exc, "store write failed") from exc
+        with store_errors("store write failed"), self.engine.begin() as connection:
+            return write_batch(connection, batch)
 
 
 def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> BatchResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import LargeBinary, func, select
@@ -249,3 +250,12 @@ def test_array_literal_round_trips_hostile_text(database_url: str) -> None:
     engine.dispose()
     assert got == [v.replace("\x00", "") if v is not None else None for v in values]
     assert raw == [b"\x00\xff\\x", b""]
+
+
+def test_a_connection_lost_as_a_bare_socket_error_is_unavailable_not_a_crash() -> None:
+    """pg8000 lets some resets out as ConnectionResetError; callers retry StoreUnavailable."""
+    from sinks.store import StoreUnavailable, store_errors
+
+    reset = pytest.raises(StoreUnavailable, match=r"store write failed: .*Connection reset by peer")
+    with reset, store_errors("store write failed"):
+        raise ConnectionResetError(104, "Connection reset by peer")
