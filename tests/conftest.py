@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -113,6 +114,25 @@ def kafka_bootstrap() -> str:
 # --- services of a test's own, to stop and start during the test ------------------------------------
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports nothing listens on now (a fixed or pid-derived choice
+    collided with a cluster another run left behind)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        if first + count > 65536:
+            continue
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError("no free consecutive ports")
+
+
 class OwnService:
     """A service of a test's own (scripts/kafka, scripts/postgres on its own port and directory), to stop
     and start during the test without disturbing the others."""
@@ -140,7 +160,7 @@ def own_broker() -> Iterator[OwnService]:
     directory = f"/tmp/abusepipe-kafka-test-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
-        "ABUSEPIPE_KAFKA_PORT": str(59192 + os.getpid() % 200 * 2),
+        "ABUSEPIPE_KAFKA_PORT": str(free_ports(2)),  # the broker's port and, next to it, its controller's
         "ABUSEPIPE_KAFKA_DIR": directory,
     }
     broker = OwnService("kafka", env, "ABUSEPIPE_KAFKA_DIR")
@@ -153,7 +173,7 @@ def own_broker() -> Iterator[OwnService]:
 @pytest.fixture
 def own_postgres() -> Iterator[tuple[str, OwnService]]:
     directory = f"/tmp/abusepipe-pg-test-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "ABUSEPIPE_PG_PORT": str(55533 + os.getpid() % 200), "ABUSEPIPE_PG_DIR": directory}
+    env = {**os.environ, "ABUSEPIPE_PG_PORT": str(free_ports(1)), "ABUSEPIPE_PG_DIR": directory}
     cluster = OwnService("postgres", env, "ABUSEPIPE_PG_DIR")
     try:
         yield cluster.address, cluster
