@@ -11,6 +11,11 @@ class ConfigError(AbusepipeError):
     """A setting or command-line argument is invalid."""
 
 
+class Unavailable(AbusepipeError):
+    """A service a command needs (the store, the broker, a mailbox) cannot be reached or refused the work
+    for now: nothing was acknowledged, and trying again later may succeed (exit 75, SMTP 451)."""
+
+
 class ReportRejected(AbusepipeError):
     """An input message yields no report: not a report, unreadable, or over a limit.
 

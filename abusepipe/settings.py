@@ -119,8 +119,8 @@ class Settings(BaseSettings):
         )
 
     def store_url(self) -> str:
-        if self.database_url is not None:
-            return self.database_url.get_secret_value()
+        if self.database_url is not None and self.database_url.get_secret_value().strip():
+            return self.database_url.get_secret_value().strip()
         return f"sqlite:///{self.data_dir / 'abusepipe.sqlite3'}"
 
     def kafka(self) -> KafkaSettings | None:

@@ -23,7 +23,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 from pydantic import SecretStr
 
-from abusepipe.errors import AbusepipeError, ConfigError
+from abusepipe.errors import ConfigError, Unavailable
 from ingest.live import IntakeCounters, LiveIntake, MessageLog, Outcome, message_id_of, settle
 from ingest.runner import ParseOptions
 from ingest.sources import RawMessage
@@ -32,7 +32,7 @@ Security = Literal["ssl", "starttls", "plain"]
 Mark = Literal["move", "flag"]
 
 
-class MailboxUnavailable(AbusepipeError):
+class MailboxUnavailable(Unavailable):
     """The IMAP server cannot be reached or refused us: retry later."""
 
 

@@ -9,34 +9,29 @@ acknowledge the message (SMTP answers 451, IMAP leaves it unmarked).
 
 from __future__ import annotations
 
-import json
 import queue
-import re
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
 
 from abusepipe.errors import AbusepipeError
+from ingest.messagelog import MessageLog, message_id_of
 from ingest.runner import ParseOptions, to_stored
 from ingest.sources import RawMessage
 from sinks.base import BatchSink
 from sinks.store import StoredMessage
 
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*<?([^\r\n>]{1,250})>?", re.IGNORECASE | re.MULTILINE)
-
-
-def message_id_of(raw: bytes) -> str | None:
-    """The Message-ID of the received message itself (for the log line), from its header block."""
-    window = raw[:65536]
-    ends = [i for i in (window.find(b"\r\n\r\n"), window.find(b"\n\n")) if i >= 0]
-    head = window[: min(ends)] if ends else window
-    match = _MESSAGE_ID.search(head)
-    return match[1].decode("utf-8", "replace").strip() if match else None
+__all__ = [
+    "IntakeCounters",
+    "LiveIntake",
+    "MessageLog",
+    "Outcome",
+    "message_id_of",
+    "settle",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,40 +72,6 @@ class IntakeCounters:
 
     def line(self) -> str:
         return ", ".join(f"{count} {name.replace('_', '-')}" for name, count in self.snapshot().items())
-
-
-class MessageLog:
-    """One JSON line per message on a text stream (stderr by default)."""
-
-    def __init__(self, intake: str, stream: TextIO | None = None) -> None:
-        self.intake = intake
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def message(
-        self, *, source: str, message_id: str | None, outcome: str, reports: int = 0, reason: str = ""
-    ) -> None:
-        entry: dict[str, object] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "intake": self.intake,
-            "source": source,
-            "message_id": message_id,
-            "outcome": outcome,
-            "reports": reports,
-        }
-        if reason:
-            entry["reason"] = reason[:500]
-        line = json.dumps(entry, ensure_ascii=False)
-        with self._lock:
-            stream = self._stream or sys.stderr
-            stream.write(line + "\n")
-            stream.flush()
-
-    def text(self, line: str) -> None:
-        with self._lock:
-            stream = self._stream or sys.stderr
-            stream.write(f"abusepipe: {line}\n")
-            stream.flush()
 
 
 def settle(

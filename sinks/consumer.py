@@ -24,6 +24,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from sinks import kafka_crc  # noqa: F401  (importing it plugs CRC-32C in C into kafka-python)
 from sinks.consumed import Consumed, ConsumedResult, store_consumed, stored_offsets
 from sinks.kafka_config import BrokerUnavailable, KafkaSettings
 from sinks.store import BatchResult, ReportStore, StoreError, StoreUnavailable, store_errors

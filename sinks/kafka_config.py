@@ -7,13 +7,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from abusepipe.errors import AbusepipeError
-from sinks import kafka_crc
-
-kafka_crc.install()
+from abusepipe.errors import Unavailable
 
 
-class BrokerUnavailable(AbusepipeError):
+class BrokerUnavailable(Unavailable):
     """Kafka cannot be reached, or did not acknowledge in time: nothing was acknowledged; retry later."""
 
 

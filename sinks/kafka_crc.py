@@ -20,3 +20,7 @@ def crc32c(data: memoryview | bytes) -> int:
 def install() -> None:
     if getattr(_util, "crc32c_c", None) is None:  # kafka-python found no C implementation of its own
         _records.calc_crc32c = crc32c
+
+
+# Importing this module plugs the C checksum in: every module that makes a Kafka client imports it.
+install()

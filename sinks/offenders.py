@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from parsers.attribution import network_of
 from schemas import AbuseReport
+from sinks.kinds import KINDS
 
-KINDS = ("ip", "network", "tenant", "from_domain", "mail_from_domain", "dkim_domain", "url_domain")
+__all__ = ["JUNK_TYPES", "KINDS", "is_junk", "offender_keys", "reporter_key"]
+
 JUNK_TYPES = frozenset({"abuse", "fraud", "virus", "other", "auth-failure"})
 """Feedback types that count against a source; `not-spam` and `opt-out` never do."""
 MAX_KEYS_PER_KIND = 20

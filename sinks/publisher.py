@@ -14,6 +14,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 
+from sinks import kafka_crc  # noqa: F401  (importing it plugs CRC-32C in C into kafka-python)
 from sinks.kafka_config import BrokerUnavailable, KafkaSettings
 from sinks.store import BatchResult, StoredMessage
 from sinks.wire import encode_message

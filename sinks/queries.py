@@ -15,7 +15,7 @@ from sqlalchemy import Connection, desc, func, select
 
 from abusepipe.errors import ConfigError
 from sinks import models as m
-from sinks.offenders import KINDS
+from sinks.kinds import KINDS
 from sinks.store import decompress, epoch_hour
 
 Sort = Literal["reports", "reporters"]

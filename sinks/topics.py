@@ -10,6 +10,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from sinks import kafka_crc  # noqa: F401  (importing it plugs CRC-32C in C into kafka-python)
 from sinks.kafka_config import BrokerUnavailable, KafkaSettings
 from sinks.publisher import MAX_REQUEST_BYTES
 
