@@ -10,7 +10,7 @@ from parsers.context import ParseContext
 from parsers.fastmime import NestingTooDeepDefect, TooManyPartsDefect
 from parsers.headers import Defects, HeaderIndex
 from parsers.limits import DEFAULT_LIMITS, ParseLimits
-from parsers.mime import content_type, normalise_bytes, parse_limited
+from parsers.mime import content_type, normalise_bytes, param, parse_limited
 from parsers.ms_submission import is_admin_result
 from parsers.msg import MsgError, is_msg, msg_to_message
 from parsers.original import ReportedMessage, make_report, trap_reporter
@@ -95,7 +95,7 @@ def _parse(
             if reports:
                 return reports
     if content_type(msg) == "multipart/report":
-        report_type = str(msg.get_param("report-type") or "").lower()
+        report_type = (param(msg, "report-type") or "").lower()
         if report_type in _BOUNCE_REPORT_TYPES:
             raise ReportRejected(f"{report_type} notification (a bounce or receipt), not an abuse report")
     raise ReportRejected(

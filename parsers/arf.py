@@ -14,7 +14,7 @@ from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.fields import first, parse_fields
 from parsers.headers import HeaderIndex
-from parsers.mime import content_type, enclosed_message, text_of
+from parsers.mime import content_type, enclosed_message, param, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
 from parsers.vocabulary import feedback_type_for
@@ -119,7 +119,7 @@ def _part_text(part: Message, ctx: ParseContext) -> str:
 def detect(ctx: ParseContext) -> bool:
     ctype = content_type(ctx.msg)
     if ctype == "multipart/report":
-        report_type = (ctx.msg.get_param("report-type") or "").__str__().lower()
+        report_type = (param(ctx.msg, "report-type") or "").lower()
         if report_type == "feedback-report":
             return True
     if not ctx.msg.is_multipart():

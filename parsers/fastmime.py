@@ -63,31 +63,77 @@ def parse_text(text: str, *, max_parts: int = 500, max_depth: int = 8) -> Messag
 
 # The stdlib's rule for what may start a header line (email.feedparser.headerRE).
 _HEADER_START = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
+_BLANK = ("\n", "\r\n", "\r")
+
+
+def _header_end(text: str) -> int:
+    """A position the first blank line ends before (or the text's length): only the text before it is
+    split into lines, never a body. Each pair found starts a blank line (a `\r\n` line break counts once),
+    so the first of them is at or after the first blank line."""
+    end = len(text)
+    for pair in ("\n\r", "\n\n", "\r\r"):
+        found = text.find(pair, 0, end)
+        if found >= 0:
+            end = found
+    return min(end + 3, len(text))
+
+
+CTYPE_KEY = "_abusepipe_ctype"
+"""Where a part's content type is kept once computed (`parsers.mime.content_type` reads it)."""
+
+
+# A header block of well-formed fields (a name, a colon, continuation lines) ended by a blank line, as
+# nearly every real one is: split by two regular expressions, with the same results as the line rules
+# below, which read everything else.
+_EOL = r"(?:\r\n|\n|\r(?!\n))"  # a CRLF is one line break, never a CR and then a blank line
+_FIELD = rf"[!-9;-~]+:[^\r\n]*{_EOL}(?:[ \t][^\r\n]*{_EOL})*"
+_WELL_FORMED = re.compile(rf"(?:{_FIELD})*{_EOL}")
+_FIELDS = re.compile(rf"([!-9;-~]+):[ \t]*([^\r\n]*(?:{_EOL}[ \t][^\r\n]*)*)")
+# Line breaks of `str.splitlines` besides CR and LF: the line rules apply where one occurs.
+_ODD_BREAK = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def _split_headers(text: str) -> tuple[Message, str]:
     """Header block parsed by the stdlib's line rules (compat32 `header_source_parse`), and the body."""
+    block = _WELL_FORMED.match(text)
+    if block is not None and _ODD_BREAK.search(text, 0, block.end()) is None:
+        msg = Message()
+        msg._headers = _FIELDS.findall(text, 0, block.end())  # type: ignore[attr-defined]
+        return msg, text[block.end() :]
+    return _split_header_lines(text)
+
+
+def _split_header_lines(text: str) -> tuple[Message, str]:
+    """The stdlib's line rules, one line at a time, with the defects it records."""
     msg = Message()
-    lines = text.splitlines(keepends=True)
+    lines = text[: _header_end(text)].splitlines(keepends=True)
+    # What `Message.set_raw` appends to, without a method call per header.
+    headers: list[tuple[str, str]] = msg._headers  # type: ignore[attr-defined]
     name: str | None = None
     value: list[str] = []
+    offset = 0  # where `line` starts in `text`
     for index, line in enumerate(lines):
-        if line in ("\n", "\r\n", "\r"):
-            _add(msg, name, value)
-            return msg, "".join(lines[index + 1 :])
-        if not _HEADER_START.match(line):
-            _add(msg, name, value)
-            msg.defects.append(errors.MissingHeaderBodySeparatorDefect())
-            return msg, "".join(lines[index:])
+        if line in _BLANK:
+            if name is not None:
+                headers.append((name, "".join(value).rstrip("\r\n")))
+            return msg, text[offset + len(line) :]
         first = line[0]
         if first in " \t":
             if name is None:
                 msg.defects.append(errors.FirstHeaderLineIsContinuationDefect(line))
-                continue
-            value.append(line)
+            else:
+                value.append(line)
+            offset += len(line)
             continue
-        _add(msg, name, value)
-        name, value = None, []
+        if not _HEADER_START.match(line):
+            if name is not None:
+                headers.append((name, "".join(value).rstrip("\r\n")))
+            msg.defects.append(errors.MissingHeaderBodySeparatorDefect())
+            return msg, text[offset:]
+        if name is not None:
+            headers.append((name, "".join(value).rstrip("\r\n")))
+            name = None
+        offset += len(line)
         if line.startswith("From "):
             if index == 0:
                 msg.set_unixfrom(line.rstrip("\r\n"))
@@ -100,13 +146,9 @@ def _split_headers(text: str) -> tuple[Message, str]:
             continue
         name = line[:colon]
         value = [line[colon + 1 :].lstrip(" \t")]
-    _add(msg, name, value)
-    return msg, ""
-
-
-def _add(msg: Message, name: str | None, value: list[str]) -> None:
     if name is not None:
-        msg.set_raw(name, "".join(value).rstrip("\r\n"))  # as compat32 header_source_parse
+        headers.append((name, "".join(value).rstrip("\r\n")))
+    return msg, ""
 
 
 def _parse(text: str, *, depth: int, max_depth: int, budget: PartBudget) -> Message:
@@ -115,6 +157,7 @@ def _parse(text: str, *, depth: int, max_depth: int, budget: PartBudget) -> Mess
         ctype = msg.get_content_type()
     except Exception:  # malformed Content-Type: the stdlib falls back to text/plain as well
         ctype = "text/plain"
+    msg.__dict__[CTYPE_KEY] = ctype
     maintype = ctype.split("/", 1)[0]
     if maintype in ("multipart", "message") and depth >= max_depth:
         budget.too_deep = True

@@ -7,19 +7,8 @@ import logging
 import re
 from collections.abc import Iterable
 from email.message import Message
-from functools import lru_cache
-
-# flanker builds ply parsers at import time and logs grammar warnings, and its lexer logs every address it
-# cannot tokenise (setting its own level); both are noise to users, so they are silenced at the source.
-logging.getLogger("flanker").setLevel(logging.ERROR)
-from flanker.addresslib import address as flanker_address  # noqa: E402
-
-for _name in (
-    "flanker.addresslib._parser.lexer",
-    "flanker.addresslib._parser.parser",
-    "flanker.addresslib.address",
-):
-    logging.getLogger(_name).setLevel(logging.ERROR)
+from functools import cache, lru_cache
+from typing import Any
 
 _FOLD = re.compile(r"\r?\n[ \t]*|\r[ \t]*")
 _ANGLE = re.compile(r"<([^<>\s]+)>")
@@ -48,16 +37,25 @@ class HeaderIndex:
     __slots__ = ("_by_name", "order")
 
     def __init__(self, items: Iterable[tuple[str, str]], defects: Defects | None = None) -> None:
-        self._by_name: dict[str, list[str]] = {}
-        self.order: list[tuple[str, str]] = []
+        by_name: dict[str, list[str]] = {}
+        order: list[tuple[str, str]] = []
         for name, raw in items:
-            value = unfold(raw if isinstance(raw, str) else str(raw))
-            if defects is not None and _has_surrogates(value):
-                defects.add(f"raw 8-bit bytes in header {name.strip()}: decoded as UTF-8 with replacement")
-            value = _fix_surrogates(value)
+            value = raw if raw.__class__ is str else str(raw)
+            value = _FOLD.sub(" ", value).strip() if "\n" in value or "\r" in value else value.strip()
+            if not value.isascii() and _SURROGATE.search(value):
+                if defects is not None:
+                    what = "decoded as UTF-8 with replacement"
+                    defects.add(f"raw 8-bit bytes in header {name.strip()}: {what}")
+                value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             key = name.strip().lower()
-            self._by_name.setdefault(key, []).append(value)
-            self.order.append((key, value))
+            values = by_name.get(key)
+            if values is None:
+                by_name[key] = [value]
+            else:
+                values.append(value)
+            order.append((key, value))
+        self._by_name = by_name
+        self.order = order
 
     @classmethod
     def of(cls, msg: Message, defects: Defects | None = None) -> HeaderIndex:
@@ -84,18 +82,6 @@ def unfold(value: str) -> str:
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
-
-
-def _has_surrogates(value: str) -> bool:
-    return value.isascii() is False and _SURROGATE.search(value) is not None
-
-
-def _fix_surrogates(value: str) -> str:
-    if not _has_surrogates(value):
-        return value
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 _WORD = re.compile(r"=\?([^?\s]*)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)[ \t]+(=\?)")
 
@@ -159,15 +145,69 @@ class ParsedAddress:
         self.name = name
 
 
+@cache
+def _flanker() -> Any:
+    """flanker's address parser, imported on first use: it costs more to import (ply grammars, its MIME
+    stack) than a one-message process spends on everything else, and most addresses never need it."""
+    # flanker builds ply parsers at import time and logs grammar warnings, and its lexer logs every
+    # address it cannot tokenise (setting its own level); both are noise to users, so they are silenced.
+    logging.getLogger("flanker").setLevel(logging.ERROR)
+    from flanker.addresslib import address  # noqa: PLC0415
+
+    for name in (
+        "flanker.addresslib._parser.lexer",
+        "flanker.addresslib._parser.parser",
+        "flanker.addresslib.address",
+    ):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return address
+
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LOCAL = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})+"
+_BARE_ADDRESS = re.compile(rf"[ \t]*({_LOCAL})@({_DOMAIN})[ \t]*|[ \t]*<({_LOCAL})@({_DOMAIN})>[ \t]*")
+_NAMED_ADDRESS = re.compile(
+    rf'[ \t]*(?:"([^"\\\r\n]*)"|([^"<>@,;:\\()\[\]\r\n]*?))[ \t]*<({_LOCAL})@({_DOMAIN})>[ \t]*'
+)
+
+
+def _simple_address(value: str) -> tuple[str | None, str | None, str | None] | None:
+    """The common shapes (`a@b.example`, `<a@b.example>`, `Name <a@b.example>`, `"Name" <a@b.example>`
+    with a dot-atom address) parsed as flanker parses them; None for anything else, which flanker reads.
+    tests/test_headers.py holds the two to the same answers."""
+    if len(value) > 254 or "xn--" in value.lower():
+        return None  # flanker checks lengths and punycode; leave those to it
+    match = _BARE_ADDRESS.fullmatch(value)
+    if match:
+        local, domain = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        domain = domain.lower()
+        return f"{local}@{domain}", domain, None
+    match = _NAMED_ADDRESS.fullmatch(value)
+    if match:
+        quoted, phrase, local, domain = match.groups()
+        # flanker keeps a quoted name as written and collapses the whitespace of an unquoted one
+        name = quoted if quoted is not None else " ".join(phrase.split())
+        domain = domain.lower()
+        return f"{local}@{domain}", domain, name or None
+    return None
+
+
 @lru_cache(maxsize=4096)
-def _flanker_parse(value: str) -> tuple[str | None, str | None, str | None]:
+def _parse_mailbox(value: str) -> tuple[str | None, str | None, str | None]:
+    simple = _simple_address(value)
+    if simple is not None:
+        return simple
+    if "@" not in value:
+        return None, None, None  # no mailbox to find (flanker would at most see a URL)
     try:
-        parsed = flanker_address.parse(value)
+        parsed = _flanker().parse(value)
     except Exception:  # flanker raises a wide range of internal errors on hostile input
         parsed = None
-    if parsed is None or not getattr(parsed, "hostname", None):
+    mailbox = getattr(parsed, "mailbox", None)  # a URL "address" has a host but no mailbox
+    if not mailbox or not getattr(parsed, "hostname", None):
         return None, None, None
-    mailbox = parsed.mailbox
     host = str(parsed.hostname).lower().rstrip(".")
     name = parsed.display_name or None
     return f"{mailbox}@{host}", host, name
@@ -187,9 +227,9 @@ def parse_address(value: str | None, defects: Defects | None = None) -> ParsedAd
     decoded = decode_words(value, defects) or ""
     if len(decoded) > 2000:
         decoded = decoded[:2000]
-    addr, domain, name = _flanker_parse(decoded)
+    addr, domain, name = _parse_mailbox(decoded)
     if addr is None and "," in decoded:
-        addr, domain, name = _flanker_parse(decoded.split(",", 1)[0])
+        addr, domain, name = _parse_mailbox(decoded.split(",", 1)[0])
     if addr is None:
         match = _ADDR_FALLBACK.search(decoded)
         if not match:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from email.generator import BytesGenerator
 from email.message import Message
 
-from parsers.fastmime import parse_bytes, parse_text
+from parsers.fastmime import CTYPE_KEY, parse_bytes, parse_text
 from parsers.headers import Defects, decode_words
 from parsers.limits import ParseLimits
 
@@ -52,28 +52,63 @@ def parse_limited(data: bytes, limits: ParseLimits) -> Message:
 
 
 def content_type(part: Message) -> str:
-    # Every detector asks; the stdlib re-parses the header each time, so the answer is kept on the part.
-    cached: str | None = part.__dict__.get("_abusepipe_ctype")
+    # Every detector asks; the stdlib re-parses the header each time, so the answer is kept on the part
+    # (the MIME splitter stores it as it parses).
+    cached: str | None = part.__dict__.get(CTYPE_KEY)
     if cached is None:
         try:
             cached = part.get_content_type()
         except Exception:  # malformed Content-Type parameters
             cached = "text/plain"
-        part.__dict__["_abusepipe_ctype"] = cached
+        part.__dict__[CTYPE_KEY] = cached
     return cached
 
 
-def param(part: Message, name: str, header: str = "content-type") -> str | None:
-    try:
-        value = part.get_param(name, header=header)
-    except Exception:
-        return None
-    if value is None or isinstance(value, str):
+_PARAMS_KEY = "_abusepipe_params"
+_ABSENT = object()
+Param = str | tuple[str, str, str]
+
+
+def _params(part: Message, header: str) -> list[tuple[str, Param]] | None:
+    """The header's parameters (`Message.get_params`, unquoted), parsed once per part and header: the
+    stdlib parses the whole header again for every `get_param`. None when the header is absent."""
+    cache: dict[str, list[tuple[str, Param]] | None] = part.__dict__.setdefault(_PARAMS_KEY, {})
+    if header not in cache:
+        found: list[tuple[str, Param]] | None
+        try:
+            # typeshed says str values; RFC 2231 parameters come back as (charset, language, text)
+            found = part.get_params(header=header)  # type: ignore[assignment]
+        except Exception:  # hostile parameters: as if there were none
+            found = None
+        cache[header] = [(key.lower(), value) for key, value in found] if found is not None else None
+    return cache[header]
+
+
+def _raw_param(part: Message, name: str, header: str) -> object:
+    """The parameter as `Message.get_param` returns it, or `_ABSENT` (also for an absent header)."""
+    params = _params(part, header)
+    if params is None:
+        return _ABSENT
+    name = name.lower()
+    for key, value in params:
+        if key == name:
+            return value
+    return _ABSENT
+
+
+def _collapse(value: object) -> str | None:
+    """RFC 2231 values (charset, language, text) as one string."""
+    if isinstance(value, str):
         return value
     try:
-        return str(email.utils.collapse_rfc2231_value(value))
+        return str(email.utils.collapse_rfc2231_value(value))  # type: ignore[arg-type]
     except Exception:
         return None
+
+
+def param(part: Message, name: str, header: str = "content-type") -> str | None:
+    value = _raw_param(part, name, header)
+    return None if value is _ABSENT else _collapse(value)
 
 
 def filename(part: Message) -> str | None:
@@ -86,15 +121,16 @@ def filename(part: Message) -> str | None:
 
 
 def _filename(part: Message) -> str | None:
-    try:
-        name = part.get_filename()
-    except Exception:
-        name = None
-    if name is None:
-        name = param(part, "name")
+    # As `Message.get_filename`: Content-Disposition's filename, else Content-Type's name.
+    value = _raw_param(part, "filename", "content-disposition")
+    if value is _ABSENT:
+        value = _raw_param(part, "name", "content-type")
+    if value is _ABSENT:
+        return None
+    name = _collapse(value)
     if name is None:
         return None
-    return (decode_words(str(name)) or "").strip()[:255] or None
+    return (decode_words(name.strip()) or "").strip()[:255] or None
 
 
 def walk(

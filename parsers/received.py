@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -24,6 +25,13 @@ def parse_ip(text: str | None) -> IPAddress | None:
     """An IP from the forms found in mail (`IPv6:` prefix, `%zone`, IPv4-mapped, brackets), else None."""
     if not text:
         return None
+    return _parse_ip(text)
+
+
+@lru_cache(maxsize=8192)
+def _parse_ip(text: str) -> IPAddress | None:
+    # Cached: the same relays (the recipient's own MX above all) recur in every message, and `ipaddress`
+    # parses in Python; the addresses are immutable.
     value = text.strip().strip("[]()")
     if value[:5].lower() == "ipv6:":
         value = value[5:].strip()

@@ -8,13 +8,10 @@ import re
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-import tldextract
-
+from parsers.suffixes import registrable_domain_of
 from schemas import Url
 
 _URL = re.compile(r"""(?i)\b(?:https?|hxxps?)://[^\s"'<>()\[\]{}\\^`|]{1,2000}""")
-# The snapshot bundled with tldextract; `suffix_list_urls=()` keeps every lookup offline.
-_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
 @lru_cache(maxsize=16384)
@@ -22,10 +19,7 @@ def registrable_domain(host: str) -> str | None:
     host = host.strip(".").lower()
     if not host or host.replace(".", "").isdigit() or ":" in host:
         return None
-    parts = _EXTRACT(host)
-    if not parts.domain or not parts.suffix:
-        return None
-    return f"{parts.domain}.{parts.suffix}"
+    return registrable_domain_of(host)
 
 
 def extract_urls(text: str, *, limit: int, seen: dict[str, Url]) -> None:

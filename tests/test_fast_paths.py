@@ -1,0 +1,142 @@
+"""The hand-written fast paths give the answers of what they stand in for, on generated and real input:
+
+- `parsers.headers._simple_address` (common address shapes) = flanker's address parser;
+- `parsers.suffixes.registrable_domain_of` (tldextract's bundled list, read directly) = tldextract;
+- `parsers.fastmime._split_headers` (well-formed header blocks by regular expression) = the line rules.
+"""
+
+from __future__ import annotations
+
+import email.errors
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parsers import fastmime
+from parsers.headers import _flanker, _simple_address
+from parsers.suffixes import registrable_domain_of
+from tests.conftest import CORPUS, SAMPLES, one
+from tests.mail import JUNK_HEADERS, junk
+
+ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+atoms = st.text(ATEXT, min_size=1, max_size=12)
+local_parts = st.lists(atoms, min_size=1, max_size=3).map(".".join)
+labels = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,10}[A-Za-z0-9])?", fullmatch=True)
+domains = st.lists(labels, min_size=2, max_size=4).map(".".join)
+names = st.one_of(
+    st.text("abc XYZ.-'éü\t", max_size=20),
+    st.text("abc XYZ,@<>()\\é", max_size=20).map(lambda t: f'"{t}"'),
+)
+
+
+def flanker_answer(value: str) -> tuple[str | None, str | None, str | None]:
+    parsed = _flanker().parse(value)
+    if parsed is None or not getattr(parsed, "mailbox", None):
+        return None, None, None
+    host = str(parsed.hostname).lower().rstrip(".")
+    return f"{parsed.mailbox}@{host}", host, parsed.display_name or None
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(local_parts, domains, names, st.sampled_from(["{a}", "<{a}>", "{n} <{a}>", "{n}<{a}>", " {a} "]))
+def test_simple_addresses_read_as_flanker_reads_them(local: str, domain: str, name: str, shape: str) -> None:
+    value = shape.format(a=f"{local}@{domain}", n=name)
+    simple = _simple_address(value)
+    if simple is not None:
+        assert simple == flanker_answer(value), value
+
+
+def test_the_shapes_that_matter_take_the_fast_path() -> None:
+    for value in (
+        "a@b.example",
+        "<a@b.example>",
+        "Ann Example <a@b.example>",
+        '"Example, Ann" <a@b.example>',
+    ):
+        assert _simple_address(value) is not None, value
+    for value in ("a@b", "<a@b.example", "x <a@xn--bcher-kva.example>", "a@b.example, c@d.example"):
+        assert _simple_address(value) is None, value
+
+
+HOSTS = [
+    "www.bbc.co.uk", "bbc.co.uk", "co.uk", "uk", "a.b.c.kawasaki.jp", "city.kawasaki.jp", "www.ck", "x.y.ck",
+    "blogspot.com", "foo.blogspot.com", "xn--80ak6aa92e.com", "www.xn--55qx5d.cn", "例子.公司.cn", "a.b",
+    "localhost", "a..b.com", "a.b.com.", "1.2.3.4", "mail.example.com", "s3.amazonaws.com", "x.github.io",
+    "a.b.c.d.e.f.gov.uk", "ｅｘａｍｐｌｅ。com", "",
+]  # fmt: skip
+
+
+def test_registrable_domains_as_tldextract_gives_them() -> None:
+    import tldextract
+
+    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    for host in HOSTS:
+        parts = extract(host)
+        expected = f"{parts.domain}.{parts.suffix}" if parts.domain and parts.suffix else None
+        assert registrable_domain_of(host) == expected, host
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.one_of(labels, st.sampled_from(["co", "uk", "jp", "ck", "com", "xn--p1ai", "*", "www"])),
+        max_size=5,
+    )
+)
+def test_generated_hosts_as_tldextract_gives_them(parts: list[str]) -> None:
+    import tldextract
+
+    host = ".".join(parts).lower()
+    extracted = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)(host)
+    expected = f"{extracted.domain}.{extracted.suffix}" if extracted.domain and extracted.suffix else None
+    assert registrable_domain_of(host) == expected
+
+
+def same_split(text: str) -> None:
+    fast, fast_body = fastmime._split_headers(text)
+    slow, slow_body = fastmime._split_header_lines(text)
+    assert fast._headers == slow._headers  # type: ignore[attr-defined]
+    assert fast_body == slow_body
+    assert [type(d) for d in fast.defects] == [type(d) for d in slow.defects]
+    assert fast.get_unixfrom() == slow.get_unixfrom()
+
+
+header_lines = st.one_of(
+    st.from_regex(r"[A-Za-z-]{1,12}:[ \t]?[ -~]{0,30}", fullmatch=True),
+    st.from_regex(r"[ \t][ -~]{0,20}", fullmatch=True),
+    st.sampled_from(["", "From x@y Mon", "not a header", ":x", " ", "X:\x0cy", "Y: \x85z", "Z:a\rb"]),
+)
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(header_lines, max_size=8),
+    st.sampled_from(["\r\n", "\n", "\r"]),
+    st.text("ab\r\n :", max_size=10),
+)
+def test_header_blocks_split_as_the_line_rules_split_them(lines: list[str], eol: str, tail: str) -> None:
+    same_split(eol.join(lines) + eol + tail)
+    same_split(eol.join(lines))
+
+
+def test_real_header_blocks_split_as_the_line_rules_split_them() -> None:
+    files = sorted(SAMPLES.glob("*.eml"))
+    if CORPUS.is_dir():
+        files += sorted(CORPUS.rglob("*.eml"))
+    for path in files:
+        same_split(path.read_bytes().decode("ascii", "surrogateescape"))
+
+
+def test_the_line_rules_still_record_their_defects() -> None:
+    msg, body = fastmime._split_headers("Subject: x\r\nno colon here\r\n\r\nbody")
+    assert [type(d) for d in msg.defects] == [email.errors.MissingHeaderBodySeparatorDefect]
+    assert body.startswith("no colon here")
+
+
+@pytest.mark.parametrize("value", ["http://example.com/", "http://a@b.example/", "ftp://x"])
+def test_a_from_header_that_is_a_url_is_read_not_rejected(value: str) -> None:
+    # flanker reads a URL as an "address" with a host and no mailbox: that once failed the whole message.
+    report = one(junk(headers=[(n, value if n == "From" else v) for n, v in JUNK_HEADERS]), trap=True)
+    assert report.original.from_domain in (None, "b.example")
+    assert not any("parser error" in d for d in report.defects)
