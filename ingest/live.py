@@ -21,6 +21,7 @@ from abusepipe.errors import AbusepipeError
 from ingest.messagelog import MessageLog, message_id_of
 from ingest.runner import ParseOptions, to_stored
 from ingest.sources import RawMessage
+from ingest.workers import parser_pool
 from sinks.base import BatchSink
 from sinks.store import StoredMessage
 
@@ -114,7 +115,7 @@ class LiveIntake:
     ) -> None:
         self._sink = sink
         self._workers = workers
-        self._pool = ProcessPoolExecutor(max_workers=workers) if workers > 0 else None
+        self._pool = parser_pool(workers) if workers > 0 else None
         self._pool_lock = threading.Lock()
         self._batch_size = batch_size
         self._clock = clock
@@ -159,7 +160,7 @@ class LiveIntake:
         with self._pool_lock:
             if self._pool is broken:
                 broken.shutdown(wait=False, cancel_futures=True)
-                self._pool = ProcessPoolExecutor(max_workers=self._workers)
+                self._pool = parser_pool(self._workers)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -7,23 +7,22 @@ transaction committed, or the broker acknowledged every record. A sink failure s
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from abusepipe.errors import ReportRejected
+from ingest.defaults import DEFAULT_BATCH
 from ingest.sources import RawMessage, SourceError
 from parsers import ParseLimits, TrustPolicy, parse_message
 from sinks.base import BatchSink
 from sinks.store import BatchResult, StoredMessage
 
-DEFAULT_BATCH = 500
 BATCH_BYTES = 64 * 1024 * 1024
 """A batch is also written once its messages hold this much: memory stays bounded for huge mail."""
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -79,12 +78,6 @@ def to_stored(message: RawMessage, options: ParseOptions, received_at: datetime)
     if options.feedback_type is not None:
         reports = [r.model_copy(update={"feedback_type": options.feedback_type}) for r in reports]
     return StoredMessage(message.data, message.source, received_at, reports=reports)
-
-
-def default_workers() -> int:
-    """Parser processes: one per core. The writer mostly waits on the database, so a core of its own
-    would idle (measured on 2 cores: 2 workers 1,850 reports/s, 1 worker 1,350)."""
-    return os.cpu_count() or 1
 
 
 def ingest(
@@ -210,9 +203,11 @@ def _parallel(
 ) -> Prepared:
     """Parse in worker processes, results in input order, with a bounded number of chunks in flight
     (so a multi-GB mbox is never read ahead into memory)."""
+    from ingest.workers import parser_pool  # noqa: PLC0415 - multiprocessing only when used
+
     in_flight: deque[Future[list[StoredMessage]]] = deque()
     limit = workers * 4
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(options,)) as pool:
+    with parser_pool(workers, initializer=_init_worker, initargs=(options,)) as pool:
         chunk: list[tuple[RawMessage, datetime]] = []
         chunk_bytes = 0
         for item in source:
