@@ -38,7 +38,7 @@ CLIENTS = 4
 def corpus_messages(count: int) -> list[bytes]:
     samples = [p.read_bytes() for p in sorted(CORPUS.rglob("*.eml"))]
     if not samples:
-        sys.exit(f"no corpus at {CORPUS}")
+        sys.exit(f"intake benchmark: it sends the corpus's .eml reports, and there are none at {CORPUS}")
     out = []
     for i in range(count):
         raw = samples[i % len(samples)].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")

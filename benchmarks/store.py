@@ -35,8 +35,13 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 
 
 def build_mbox(target_reports: int, path: Path) -> tuple[int, int]:
+    files = sorted(CORPUS.rglob("*.eml"))
+    if not files:
+        raise SystemExit(
+            f"benchmark: it replicates the corpus's .eml reports, and there are none at {CORPUS}"
+        )
     samples = []
-    for file in sorted(CORPUS.rglob("*.eml")):
+    for file in files:
         raw = file.read_bytes()
         try:
             count = len(parse_message(raw))
