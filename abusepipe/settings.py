@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     max_parts: int = DEFAULT_LIMITS.max_parts
     max_depth: int = DEFAULT_LIMITS.max_depth
     max_decoded_bytes: int = DEFAULT_LIMITS.max_decoded_bytes
+    max_xml_bytes: int = DEFAULT_LIMITS.max_xml_bytes
 
     kafka_bootstrap: str | None = Field(
         default=None, description="host:port[,host:port]; when set, `ingest` publishes to Kafka"
@@ -154,4 +155,5 @@ class Settings(BaseSettings):
             max_parts=self.max_parts,
             max_depth=self.max_depth,
             max_decoded_bytes=self.max_decoded_bytes,
+            max_xml_bytes=self.max_xml_bytes,
         )

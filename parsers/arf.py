@@ -10,6 +10,7 @@ import json
 import re
 from email.message import Message
 
+from parsers import spamcop
 from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.fields import first, parse_fields
@@ -116,12 +117,21 @@ def _part_text(part: Message, ctx: ParseContext) -> str:
     return text_of(part, ctx.limits, ctx.defects, max_bytes=256 * 1024)
 
 
+def has_arf_structure(ctx: ParseContext) -> bool:
+    """A `multipart/report; report-type=feedback-report`, or a `message/feedback-report` part in it: what
+    makes a mail ARF whatever its headers claim (several ARF senders add `X-ARF: YES`)."""
+    if content_type(ctx.msg) == "multipart/report" and (param(ctx.msg, "report-type") or "").lower() == (
+        "feedback-report"
+    ):
+        return True
+    return ctx.msg.is_multipart() and any(
+        content_type(part) == "message/feedback-report" for part in ctx.parts()
+    )
+
+
 def detect(ctx: ParseContext) -> bool:
-    ctype = content_type(ctx.msg)
-    if ctype == "multipart/report":
-        report_type = (param(ctx.msg, "report-type") or "").lower()
-        if report_type == "feedback-report":
-            return True
+    if has_arf_structure(ctx):
+        return True
     if not ctx.msg.is_multipart():
         return False
     return _feedback_part(ctx) is not None
@@ -153,14 +163,31 @@ def parse(ctx: ParseContext) -> list[AbuseReport]:
             extra_defects.append(f"unknown Feedback-Type {raw_type[:40]!r}: recorded as other")
     if feedback.auth_failure and feedback_type == "abuse":
         feedback_type = "auth-failure"
+    if any(ctx.headers.get(name) for name in ("x-arf", "x-xarf")) and fmt == FORMAT:
+        extra_defects.append("X-ARF header on an ARF report: read as ARF (the MIME structure wins)")
 
     reported = _original(parts[fb_index + 1 :] or parts, ctx, extra_defects)
     stated = None
     source_ip_value = first(fields, "source-ip")
+    stated_by, stated_detail = "arf-source-ip", f"Source-IP: {(source_ip_value or '')[:100]}"
+    if spamcop.is_spamcop(ctx.headers):
+        # SpamCop's ARF reports are SpamCop reports; when its Source-IP field is missing, the human
+        # part states the source as in its plain reports ("Email from <ip> / <date>").
+        fmt = spamcop.FORMAT
+        spamcop_id = spamcop.report_id(ctx.headers)
+        if spamcop_id:
+            feedback = feedback.model_copy(update={"extra": {**feedback.extra, "spamcop-id": spamcop_id}})
+        if not source_ip_value:
+            human = text_of(parts[0], ctx.limits, ctx.defects) if parts else ""
+            stated_line = spamcop.stated_in_text(human)
+            if stated_line:
+                source_ip_value = stated_line[0]
+                stated_by, stated_detail = "spamcop-source", f"Email from {stated_line[0]} / {stated_line[1]}"
+                feedback = feedback.model_copy(update={"source_ip": stated_line[0]})
     if source_ip_value:
         ip = parse_ip(source_ip_value.split()[0])
         if ip is not None:
-            stated = StatedSource(ip, "arf-source-ip", f"Source-IP: {source_ip_value[:100]}")
+            stated = StatedSource(ip, stated_by, stated_detail[:200])
         else:
             extra_defects.append(f"ARF Source-IP {source_ip_value[:60]!r} is not an IP: ignored")
     elif feedback.source and feedback.source_type and "ip" in feedback.source_type.lower():
@@ -180,6 +207,22 @@ def parse(ctx: ParseContext) -> list[AbuseReport]:
         extra_defects=extra_defects,
     )
     return [report]
+
+
+def embedded_original(
+    ctx: ParseContext, defects: list[str]
+) -> tuple[ReportedMessage | None, StatedSource | None]:
+    """The reported message and stated Source-IP of an ARF report found inside another report (an IODEF
+    RecordItem): `ctx` is that ARF report's own context."""
+    found = _feedback_part(ctx)
+    parts = ctx.parts()
+    fields = parse_fields(found[2]) if found else []
+    start = found[0] + 1 if found else 0
+    reported = _original(parts[start:] or parts, ctx, defects)
+    value = first(fields, "source-ip")
+    ip = parse_ip(value.split()[0]) if value else None
+    stated = StatedSource(ip, "arf-source-ip", f"Source-IP: {value[:100]}") if ip and value else None
+    return reported, stated
 
 
 def _feedback_fields(fields: list[tuple[str, str]], defects: list[str]) -> FeedbackFields:

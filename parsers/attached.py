@@ -38,6 +38,12 @@ def _attached(msg: Message, parts: Iterable[Message], ctx: ParseContext, defects
     out: list[Message] = []
     for part in parts:
         if part is msg:
+            if content_type(msg) in MESSAGE_TYPES:
+                # The whole mail is the forwarded message ("forward as attachment" of some webmails,
+                # whose top-level Content-Type is message/rfc822).
+                inner = enclosed_message(msg, ctx.limits, defects)
+                if inner is not None:
+                    out.append(inner)
             continue
         inner = as_message(part, ctx, defects)
         if inner is not None:

@@ -7,17 +7,22 @@ was obtained; anything below the boundary is attacker-controlled and only ever a
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cache
 
+from parsers.forwarding import addressed_domains, recipient_relay
 from parsers.headers import Defects, HeaderIndex
 from parsers.microsoft import NULL_CIP, connector_attribution, is_guid, microsoft_stamped_sender_ips, verdicts
 from parsers.received import Hop, IPAddress, parse_ip, parse_received
 from parsers.trust import (
     NON_GLOBAL,
     TrustPolicy,
+    in_networks,
     is_microsoft_host,
     is_microsoft_internal_hop,
     is_microsoft_outbound,
+    microsoft_internal,
 )
 from schemas import Evidence, ReceivedHop, Source
 
@@ -48,10 +53,13 @@ class _Walk:
     reasons: list[str | None]
     handoff: int | None
     microsoft_mailbox: bool
+    relays: list[int] = field(default_factory=list)
+    """Hops trusted as the recipient's own forwarding relays (`parsers.forwarding`)."""
 
 
-def _walk(hops: list[Hop], trust: TrustPolicy) -> _Walk:
+def _walk(hops: list[Hop], trust: TrustPolicy, addressed: Callable[[], frozenset[str]]) -> _Walk:
     reasons: list[str | None] = []
+    relays: list[int] = []
     microsoft_mailbox = False
     for index, hop in enumerate(hops):
         if hop.from_ip is not None and is_microsoft_internal_hop(hop):
@@ -59,13 +67,22 @@ def _walk(hops: list[Hop], trust: TrustPolicy) -> _Walk:
             microsoft_mailbox = True
             continue
         reason = trust.trust_reason(hop)
+        if reason is None and index + 1 < len(hops):
+            reason = recipient_relay(hop, hops[index + 1], addressed())
+            if reason is not None:
+                relays.append(index)
         if reason is None:
             reasons.append(None)
             if is_microsoft_host(hop.by_host):
                 microsoft_mailbox = True
-            return _Walk(hops, reasons, index, microsoft_mailbox)
+            return _Walk(hops, reasons, index, microsoft_mailbox, relays)
         reasons.append(reason)
-    return _Walk(hops, reasons, None, microsoft_mailbox)
+    if relays:
+        # Nothing untrusted below the relay: it was the last hop from outside after all (a provider's
+        # own relays, or a chain whose lower hops say nothing); never trade a source for none.
+        first = relays[0]
+        return _Walk(hops, [*reasons[:first], None], first, microsoft_mailbox)
+    return _Walk(hops, reasons, None, microsoft_mailbox, relays)
 
 
 def _fallback_handoff(hops: list[Hop], reasons: list[str | None]) -> int | None:
@@ -87,14 +104,32 @@ def attribute(
     defects: Defects,
     stated: StatedSource | None = None,
     dkim_domains: list[str] | None = None,
+    addressed_to: Iterable[str | None] = (),
 ) -> Attribution:
+    """`addressed_to`: domains the message is known to have been sent to besides its own headers' (the
+    reporter's own domain)."""
     lines = headers.all("received")
     if len(lines) > MAX_HOPS:
         defects.add(f"{len(lines)} Received headers: only the newest {MAX_HOPS} were walked")
         lines = lines[:MAX_HOPS]
     hops = [parse_received(line) for line in lines]
-    walk = _walk(hops, trust)
+    walk = _walk(hops, trust, cache(lambda: addressed_domains(headers, addressed_to, dkim_domains or ())))
     evidence: list[Evidence] = []
+    for index in walk.relays:
+        relay = hops[index]
+        name = relay.rdns or relay.from_host or str(relay.from_ip)
+        evidence.append(
+            Evidence(
+                field="received.trusted",
+                value=name[:255],
+                method="recipient-forwarding-relay",
+                detail=relay.raw[:300],
+            )
+        )
+        defects.add(
+            f"Received hop {index + 1} ({name[:80]}) trusted as the recipient's own forwarding relay: "
+            "it received the message for a domain the message was addressed to and passed it on"
+        )
     handoff_index = walk.handoff
     if handoff_index is None:
         handoff_index = _fallback_handoff(hops, walk.reasons)
@@ -253,6 +288,10 @@ def _exchange_online(
     tenant_domain: str | None = None
 
     connector = connector_attribution(headers)
+    if connector is None and left_microsoft:
+        entered = _entered_microsoft_from(headers)
+        if entered is not None:
+            return _forwarded_by_tenant(headers, entered, evidence), None, None
     if connector is not None:
         tenant_id = connector.tenant_id
         evidence.append(
@@ -335,6 +374,62 @@ def _exchange_online(
             )
             break
     return origin, tenant_id, tenant_domain
+
+
+def _entered_microsoft_from(headers: HeaderIndex) -> IPAddress | None:
+    """The Internet sender of junk that a tenant received and forwarded out of Microsoft: the CIP of
+    Microsoft's inbound verdict for that tenant (`X-Forefront-Antispam-Report: ...DIR:INB`), when it is
+    outside Microsoft, no connector header names an origin and no sender-side verdict (`DIR:OUT`) says
+    the tenant itself sent it."""
+    found = verdicts(headers)
+    if any(verdict.direction == "OUT" for verdict in found):
+        return None
+    for verdict in found:
+        if verdict.header != "x-forefront-antispam-report" or verdict.direction != "INB" or not verdict.cip:
+            continue
+        cip = parse_ip(verdict.cip)
+        if cip is not None and cip.is_global and not _is_microsoft(cip):
+            return cip
+    return None
+
+
+def _is_microsoft(ip: IPAddress) -> bool:
+    return is_microsoft_outbound(ip) or in_networks(ip, microsoft_internal())
+
+
+def _forwarded_by_tenant(headers: HeaderIndex, sender: IPAddress, evidence: list[Evidence]) -> IPAddress:
+    """A tenant that forwards is a victim, not a source: it is recorded as the forwarder only."""
+    evidence.append(
+        Evidence(
+            field="source.ip",
+            value=str(sender),
+            method="exo-inbound-verdict",
+            detail="X-Forefront-Antispam-Report CIP (DIR:INB): the message entered Microsoft from there",
+        )
+    )
+    tenant = headers.get("x-ms-exchange-crosstenant-id")
+    if is_guid(tenant):
+        assert tenant is not None
+        evidence.append(
+            Evidence(
+                field="forwarded_by.tenant_id",
+                value=tenant.strip().lower(),
+                method="exo-forwarding-tenant",
+                detail="X-MS-Exchange-CrossTenant-Id of the tenant that received the message from the "
+                "Internet and forwarded it out of Microsoft: a victim, not the source",
+            )
+        )
+    org = headers.get("x-originatororg")
+    if org:
+        evidence.append(
+            Evidence(
+                field="forwarded_by.tenant_domain",
+                value=org.strip().lower()[:255],
+                method="exo-forwarding-tenant",
+                detail="X-OriginatorOrg of the forwarding tenant",
+            )
+        )
+    return sender
 
 
 def network_of(ip: str | None) -> str | None:

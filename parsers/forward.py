@@ -9,8 +9,9 @@ from email.message import Message
 from parsers.attached import attached_messages, innermost
 from parsers.context import ParseContext
 from parsers.headers import HeaderIndex, parse_address
-from parsers.mime import content_type, param, text_of
+from parsers.mime import MESSAGE_TYPES, content_type, param, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from, trap_reporter
+from parsers.received import parse_received
 from schemas import AbuseReport
 
 ATTACHMENT_FORMAT = "forward-attachment"
@@ -68,6 +69,8 @@ def parse_attachment(ctx: ParseContext) -> list[AbuseReport]:
         defects.append("SpamAssassin report_safe wrapper: the attached original is the junk")
     else:
         reporter = reporter_from(ctx.headers, ctx.defects)
+    if content_type(ctx.msg) in MESSAGE_TYPES:
+        defects.append(f"the whole mail is the forwarded message ({content_type(ctx.msg)} at the top)")
     junk = innermost(ctx.msg, ctx, ctx.defects)
     reports: list[AbuseReport] = []
     feedback_type = feedback_type_for_recipient(ctx.headers)
@@ -119,13 +122,85 @@ def _body_text(ctx: ParseContext) -> str:
 
 
 class InlineForward:
-    __slots__ = ("body", "date", "sender", "subject")
+    __slots__ = ("body", "date", "headers", "sender", "subject")
 
-    def __init__(self, sender: str | None, subject: str | None, date: str | None, body: str) -> None:
+    def __init__(
+        self,
+        sender: str | None,
+        subject: str | None,
+        date: str | None,
+        body: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.sender = sender
         self.subject = subject
         self.date = date
         self.body = body
+        self.headers = headers
+        """The original header block, when the forward carries one with its Received lines."""
+
+
+_QUOTE = re.compile(r"^(?:[ \t]*>)*[ \t]?")
+_HEADER_LINE = re.compile(r"([!-9;-~]{1,76})[ \t]*:[ \t]*(.*)")
+_RECEIVED_LINE = re.compile(r"^(?:[ \t]*>)*[ \t]*received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+MAX_BLOCK_LINES = 400
+
+
+def find_header_block(text: str) -> InlineForward | None:
+    """A forwarded message's whole header block written into the body, with its Received lines: what
+    Thunderbird writes with all headers shown (`Received: <tab>from ...`, folded lines indented), Pine
+    and Alpine forwarding with full headers, a header block pasted below `-----Original Message-----`.
+    Lines may be quoted (`> `) and soft-wrapped (format=flowed). None without a Received line."""
+    if _RECEIVED_LINE.search(text) is None:
+        return None
+    lines = text.splitlines()
+    at = next((i for i, line in enumerate(lines) if _RECEIVED_LINE.match(line)), None)
+    if at is None:
+        return None
+    quote = _QUOTE.match(lines[at])
+    prefix = quote.group(0) if quote else ""
+    # The block runs from the blank line (or separator) above it to the blank line below it: every line
+    # in between is a field or continues the previous one (indented, soft-wrapped, or wrapped by hand).
+    start = at
+    while start > 0 and at - start < MAX_BLOCK_LINES and _block_line(lines[start - 1], prefix):
+        start -= 1
+    end = at + 1
+    while end < len(lines) and end - start < MAX_BLOCK_LINES and _block_line(lines[end], prefix):
+        end += 1
+    headers: list[tuple[str, str]] = []
+    for index in range(start, end):
+        line = _unquote(lines[index], prefix)
+        match = _HEADER_LINE.fullmatch(line)
+        if match and not line[:1].isspace():
+            headers.append((match.group(1), match.group(2).strip()))
+        elif headers:
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {line.strip()}".strip())
+    if not any(name.lower() == "received" and _is_received(value) for name, value in headers):
+        return None  # "Received: yes, thanks" in someone's text is not a header block
+    fields = {name.lower(): value for name, value in reversed(headers)}  # the first of each name wins
+    body = "\n".join(_unquote(line, prefix) for line in lines[end:])
+    return InlineForward(fields.get("from"), fields.get("subject"), fields.get("date"), body, headers)
+
+
+def _is_received(value: str) -> bool:
+    hop = parse_received(value)
+    return hop.from_ip is not None or (hop.by_host is not None and hop.from_host is not None)
+
+
+def _unquote(line: str, prefix: str) -> str:
+    return line[len(prefix) :] if prefix and line.startswith(prefix) else line
+
+
+_SEPARATOR = re.compile(r"[ \t]*(?:[-_=*]{3,}.*|.*[-_=*]{3,}[ \t]*)")
+
+
+def _block_line(line: str, prefix: str) -> bool:
+    """Inside the header block: not blank, not a separator such as `-------- Forwarded Message --------`."""
+    if prefix and not line.startswith(prefix.rstrip()):
+        return False
+    line = _unquote(line, prefix)
+    return bool(line.strip()) and not _SEPARATOR.fullmatch(line)
 
 
 def _value(match: re.Match[str]) -> str:
@@ -171,19 +246,29 @@ def find_inline(text: str, outer_subject: str | None) -> InlineForward | None:
     return None
 
 
+def _inline(text: str, subject: str | None) -> InlineForward | None:
+    return find_header_block(text) or find_inline(text, subject)
+
+
 def detect_inline(ctx: ParseContext) -> bool:
-    return find_inline(_body_text(ctx)[:65536], ctx.headers.get("subject")) is not None
+    return _inline(_body_text(ctx)[:65536], ctx.headers.get("subject")) is not None
 
 
 def parse_inline(ctx: ParseContext) -> list[AbuseReport]:
-    found = find_inline(_body_text(ctx), ctx.headers.get("subject"))
+    found = _inline(_body_text(ctx), ctx.headers.get("subject"))
     if found is None:
         return []
-    reported = ReportedMessage(
-        headers=HeaderIndex(()),
-        text=found.body,
-        overrides={"from": found.sender, "subject": found.subject, "date": found.date},
-    )
+    if found.headers is not None:
+        # The forwarded header block: attributed from its Received lines as an attached message is.
+        reported = ReportedMessage(headers=HeaderIndex(found.headers[:1000], ctx.defects), text=found.body)
+        note = "inline forward with the original header block: attributed from its Received lines"
+    else:
+        reported = ReportedMessage(
+            headers=HeaderIndex(()),
+            text=found.body,
+            overrides={"from": found.sender, "subject": found.subject, "date": found.date},
+        )
+        note = "inline forward: no Received chain, attributed by sender domain and URLs only"
     return [
         make_report(
             ctx,
@@ -192,6 +277,6 @@ def parse_inline(ctx: ParseContext) -> list[AbuseReport]:
             feedback_type=feedback_type_for_recipient(ctx.headers),
             reporter=reporter_from(ctx.headers, ctx.defects),
             reported=reported,
-            extra_defects=["inline forward: no Received chain, attributed by sender domain and URLs only"],
+            extra_defects=[note],
         )
     ]

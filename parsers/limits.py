@@ -20,6 +20,8 @@ class ParseLimits:
     max_urls: int = 200
     max_reports: int = 50
     """Reports one input may yield (several attached junk mails)."""
+    max_xml_bytes: int = 4 * 1024 * 1024
+    """An XML attachment (IODEF) larger than this is not parsed."""
     max_header_bytes: int = 256 * 1024
     """Header block scanned for attribution; larger header blocks are truncated with a defect."""
 

@@ -144,6 +144,7 @@ def make_report(
             defects=defects,
             stated=stated,
             dkim_domains=original.dkim_domains,
+            addressed_to=(reporter.domain,),
         )
         original = original.model_copy(update={"received": attribution.hops})
         source = attribution.source

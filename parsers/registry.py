@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from parsers import arf, dmarc_text, forward, jmrp, ms_submission, spamcop, unsubscribe, xarf
+from parsers import arf, dmarc_text, forward, iodef, jmrp, ms_submission, spamcop, unsubscribe, xarf
 from parsers.context import ParseContext
 from schemas import AbuseReport
 
@@ -20,6 +20,7 @@ class FormatParser:
 FORMAT_PARSERS: dict[str, FormatParser] = {
     "xarf": FormatParser(xarf.detect, xarf.parse),
     "arf": FormatParser(arf.detect, arf.parse),
+    "iodef": FormatParser(iodef.detect, iodef.parse),
     "dmarc-text": FormatParser(dmarc_text.detect, dmarc_text.parse),
     "jmrp": FormatParser(jmrp.detect, jmrp.parse),
     "spamcop": FormatParser(spamcop.detect, spamcop.parse),

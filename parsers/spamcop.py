@@ -23,11 +23,27 @@ _OFFENDING = re.compile(r"^\[ Offending message \]\s*$", re.MULTILINE)
 _VERSION = re.compile(r"^\[ SpamCop (V[\w.]+) \]", re.MULTILINE)
 
 
-def detect(ctx: ParseContext) -> bool:
-    sender = parse_address(ctx.headers.get("from"), None)
+def is_spamcop(headers: HeaderIndex) -> bool:
+    """Sent by SpamCop: its report sender, or its subject tag."""
+    sender = parse_address(headers.get("from"), None)
     if sender and sender.address and _SENDER.match(sender.address):
         return True
-    return bool(_SUBJECT.search(ctx.headers.get("subject") or ""))
+    return bool(_SUBJECT.search(headers.get("subject") or ""))
+
+
+def stated_in_text(text: str) -> tuple[str, str] | None:
+    """SpamCop's `Email from <ip> / <date>` line: (ip, date) as written."""
+    found = _EMAIL_FROM.search(text)
+    return (found.group(1), found.group(2).strip()) if found else None
+
+
+def report_id(headers: HeaderIndex) -> str | None:
+    match = _SUBJECT.search(headers.get("subject") or "")
+    return match.group(2) if match else None
+
+
+def detect(ctx: ParseContext) -> bool:
+    return is_spamcop(ctx.headers)
 
 
 def parse(ctx: ParseContext) -> list[AbuseReport]:

@@ -9,7 +9,13 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from parsers.arf import HEADERS_ONLY_TYPES, ORIGINAL_TYPES, headers_from_text, reported_from_part
+from parsers.arf import (
+    HEADERS_ONLY_TYPES,
+    ORIGINAL_TYPES,
+    has_arf_structure,
+    headers_from_text,
+    reported_from_part,
+)
 from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.fields import first, parse_fields
@@ -25,6 +31,8 @@ _REPORT_LINE = re.compile(r"^(report-type|category|source-type)\s*:", re.IGNOREC
 
 
 def detect(ctx: ParseContext) -> bool:
+    if has_arf_structure(ctx):
+        return False  # ARF that also says X-ARF: the structure wins (parsers.arf)
     for name in ("x-arf", "x-xarf"):
         value = ctx.headers.get(name)
         if value and value.strip().lower() in ("yes", "plain", "secure", "bulk", "true"):

@@ -25,6 +25,7 @@ FORMATS = (
     "trap",
     "dmarc-text",
     "unsubscribe",
+    "iodef",
 )
 FEEDBACK_TYPES = ("abuse", "fraud", "virus", "other", "not-spam", "auth-failure", "opt-out")
 

@@ -134,3 +134,64 @@ def many_reports(count: int) -> list[bytes]:
             .replace(b"RRR", f"{i % 256:03d}".encode())
         )
     return out
+
+
+IODEF_1 = "urn:ietf:params:xml:ns:iodef-1.0"
+IODEF_2 = "urn:ietf:params:xml:ns:iodef-2.0"
+
+
+def iodef_document(
+    *,
+    namespace: str = IODEF_1,
+    source: str = "192.0.2.77",
+    impact: str = '<Impact type="ext-value" ext-type="spam" completion="succeeded"/>',
+    record: str | None = None,
+    incidents: int = 1,
+    doctype: str = "",
+) -> str:
+    """An IODEF document shaped as RFC 5070 section 7 (and RFC 7970 with the 2.0 namespace) shows it."""
+    version = "2.00" if namespace == IODEF_2 else "1.00"
+    record_xml = (
+        '<Record><RecordData><RecordItem dtype="string"><![CDATA['
+        + record
+        + "]]></RecordItem></RecordData></Record>"
+        if record is not None
+        else ""
+    )
+    incident = f"""
+  <Incident purpose="reporting">
+    <IncidentID name="csirt.example.com">{{n}}</IncidentID>
+    <ReportTime>2026-06-01T10:05:00+00:00</ReportTime>
+    <Description>Host sending unsolicited bulk e-mail</Description>
+    <Assessment>{impact}</Assessment>
+    <Contact role="creator" type="organization"><ContactName>CSIRT Example</ContactName>
+      <Email>cert@csirt.example.com</Email></Contact>
+    <EventData>
+      <DetectTime>2026-06-01T09:59:00+00:00</DetectTime>
+      <Flow>
+        <System category="source"><Node><Address category="ipv4-addr">{source}</Address></Node></System>
+        <System category="target"><Node><Address category="ipv4-addr">198.51.100.9</Address></Node></System>
+      </Flow>
+      {record_xml}
+    </EventData>
+  </Incident>"""
+    body = "".join(incident.replace("{n}", str(189493 + i)) for i in range(incidents))
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n{doctype}'
+        f'<IODEF-Document version="{version}" lang="en" xmlns="{namespace}">{body}\n</IODEF-Document>\n'
+    )
+
+
+def iodef_mail(document: str, *, filename: str = "incident.xml", ctype: str = "application/xml") -> bytes:
+    """What CERTs and abuse exchanges send: a text part and the IODEF XML as an attachment."""
+    outer = MIMEMultipart("mixed")
+    outer["From"] = "CSIRT Example <cert@csirt.example.com>"
+    outer["To"] = "abuse@isp.example"
+    outer["Subject"] = "[CSIRT Example] Incident 189493: spam from your network"
+    outer.attach(MIMEText("Dear abuse team,\n\nsee the attached IODEF report.\n"))
+    sub = ctype.partition("/")[2]
+    part = MIMEApplication(document.encode("utf-8"), _subtype=sub)
+    part.replace_header("Content-Type", f"{ctype}; charset=utf-8")
+    part.add_header("Content-Disposition", "attachment", filename=filename)
+    outer.attach(part)
+    return outer.as_bytes()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from abusepipe.errors import ReportRejected
 from parsers import ParseLimits, parse_message
 from tests.conftest import CORPUS, SAMPLES
+from tests.mail import JUNK_HEADERS, arf, iodef_document, iodef_mail, junk, message
 
 SEEDS = sorted(
     p for p in [*SAMPLES.glob("*.eml"), *SAMPLES.glob("*.msg"), *(SAMPLES / "malformed").glob("*")]
@@ -18,6 +19,18 @@ SEEDS = sorted(
 if CORPUS.is_dir():
     SEEDS += sorted(p for p in CORPUS.rglob("*") if p.suffix in (".eml", ".msg"))
 RAW = [p.read_bytes() for p in SEEDS if p.is_file()]
+# The newer paths, built from the formats' descriptions: IODEF with an ARF inside, an inline forward
+# with the original header block, a whole message forwarded as the message.
+RAW += [
+    iodef_mail(iodef_document(record=arf("abuse", junk()).decode())),
+    message(
+        [("From", "r@reporter.example"), ("Subject", "Fwd"), ("Content-Type", "text/plain; format=flowed")],
+        "-------- Forwarded Message --------\n"
+        + "".join(f"{name}: \t{value}\n" for name, value in JUNK_HEADERS)
+        + "\nbody http://x.example.com/\n",
+    ),
+    b"From: r@reporter.example\r\nContent-Type: message/rfc822\r\n\r\n" + junk(),
+]
 LIMITS = ParseLimits(max_message_bytes=4 * 1024 * 1024, max_parts=100, max_depth=6)
 
 
