@@ -117,6 +117,7 @@ class LiveIntake:
         self._workers = workers
         self._pool = parser_pool(workers) if workers > 0 else None
         self._pool_lock = threading.Lock()
+        self._retired: list[ProcessPoolExecutor] = []
         self._batch_size = batch_size
         self._clock = clock
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
@@ -134,7 +135,10 @@ class LiveIntake:
                 done.set_exception(exc)
             return done
         with self._pool_lock:
-            pool = self._pool
+            pool, retired = self._pool, self._retired
+            self._retired = []
+        for old in retired:  # here, not in a pool's own callback: its shutdown takes the pool's lock
+            old.shutdown(wait=False, cancel_futures=True)
         try:
             parsed = pool.submit(to_stored, message, options, received)
         except BrokenProcessPool as exc:
@@ -157,12 +161,17 @@ class LiveIntake:
         return done
 
     def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        """A new pool for the next messages (its processes start with the next submit); the broken one
+        is shut down by the next `submit` — this may run in the broken pool's own manager thread, which
+        holds the lock its shutdown needs (Python 3.12+ deadlocks there)."""
         with self._pool_lock:
             if self._pool is broken:
-                broken.shutdown(wait=False, cancel_futures=True)
+                self._retired.append(broken)
                 self._pool = parser_pool(self._workers)
 
     def close(self) -> None:
+        for old in self._retired:
+            old.shutdown(wait=False, cancel_futures=True)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self._jobs.put(None)
