@@ -80,6 +80,29 @@ class Settings(BaseSettings):
     imap_rejected_folder: str = "Rejected"
     imap_poll_interval: float = Field(default=60.0, gt=0)
     imap_idle: bool = True
+    imap_auth: Literal["password", "xoauth2", "oauthbearer"] = "password"
+
+    oauth2_token_command: str | None = Field(
+        default=None, description="a program that prints an OAuth2 access token (Google, anything else)"
+    )
+    oauth2_token_timeout: float = Field(default=30.0, gt=0)
+    oauth2_tenant_id: str | None = Field(default=None, description="Microsoft Entra ID tenant (app-only)")
+    oauth2_client_id: str | None = None
+    oauth2_client_secret: SecretStr | None = None
+    oauth2_certificate: Path | None = Field(
+        default=None, description="PEM with the app's private key and certificate (instead of a secret)"
+    )
+    oauth2_authority: str = "https://login.microsoftonline.com"
+    oauth2_ca_file: Path | None = None
+
+    graph_mailbox: str | None = Field(
+        default=None, description="the abuse mailbox read through Microsoft Graph"
+    )
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    graph_folder: str = "inbox"
+    graph_processed_folder: str = "Processed"
+    graph_rejected_folder: str = "Rejected"
+    graph_poll_interval: float = Field(default=60.0, gt=0)
 
     smtp_listen: str = "127.0.0.1:2525"
     smtp_recipients: dict[str, str] = Field(

@@ -25,22 +25,39 @@ from pydantic import SecretStr
 
 from abusepipe.errors import ConfigError, Unavailable
 from ingest.live import IntakeCounters, LiveIntake, MessageLog, Outcome, message_id_of, settle
+from ingest.oauth import TokenSource
 from ingest.runner import ParseOptions
 from ingest.sources import RawMessage
 
 Security = Literal["ssl", "starttls", "plain"]
 Mark = Literal["move", "flag"]
+Auth = Literal["password", "xoauth2", "oauthbearer"]
 
 
 class MailboxUnavailable(Unavailable):
     """The IMAP server cannot be reached or refused us: retry later."""
 
 
+class MailboxRefused(MailboxUnavailable):
+    """The server refused the login (password, or OAuth2 token)."""
+
+
+def _where(options: ImapOptions) -> str:
+    return f"{options.host}:{options.port_number()}"
+
+
+def _secret(value: SecretStr | None) -> str:
+    if value is None:
+        raise ConfigError("IMAP password login needs a password")
+    return value.get_secret_value()
+
+
 @dataclass(frozen=True, slots=True)
 class ImapOptions:
     host: str
     username: str
-    password: SecretStr
+    password: SecretStr | None = None
+    auth: Auth = "password"
     port: int | None = None
     security: Security = "ssl"
     ca_file: str | None = None
@@ -77,7 +94,12 @@ class ImapIntake:
         parse_options: ParseOptions,
         counters: IntakeCounters,
         log: MessageLog,
+        *,
+        tokens: TokenSource | None = None,
     ) -> None:
+        if options.auth != "password" and tokens is None:
+            raise ConfigError(f"IMAP {options.auth.upper()} needs an OAuth2 token source")
+        self.tokens = tokens
         self.options = options
         self.intake = intake
         self.parse_options = parse_options
@@ -89,25 +111,51 @@ class ImapIntake:
 
     def connect(self) -> IMAPClient:
         o = self.options
-        context = ssl.create_default_context(cafile=o.ca_file) if o.security != "plain" else None
-        try:
-            client = IMAPClient(
-                o.host, o.port_number(), ssl=o.security == "ssl", ssl_context=context, timeout=o.timeout
-            )
-            if o.security == "starttls":
-                client.starttls(context)
-            client.login(o.username, o.password.get_secret_value())
-        except IMAPClientError as exc:
-            raise MailboxUnavailable(f"IMAP login to {o.host} as {o.username} failed: {_text(exc)}") from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise MailboxUnavailable(
-                f"cannot reach IMAP at {o.host}:{o.port_number()}: {_text(exc)}"
-            ) from exc
+        if o.auth == "password":
+            client = self._login(lambda c: c.login(o.username, _secret(o.password)))
+        else:
+            assert self.tokens is not None
+            tokens = self.tokens
+            try:
+                client = self._login(lambda c: self._oauth_login(c, tokens.token()))
+            except MailboxRefused:
+                # A token the server refused may have been revoked or expired early: once more with a
+                # fresh one, then the caller backs off.
+                self.log.text(f"IMAP {o.auth.upper()} login refused: trying once more with a new token")
+                client = self._login(lambda c: self._oauth_login(c, tokens.token(refresh=True)))
         if o.mark == "move":
             for folder in (o.processed_folder, o.rejected_folder):
                 if not client.folder_exists(folder):
                     client.create_folder(folder)
         return client
+
+    def _login(self, authenticate: Callable[[IMAPClient], object]) -> IMAPClient:
+        o = self.options
+        context = ssl.create_default_context(cafile=o.ca_file) if o.security != "plain" else None
+        try:
+            client = IMAPClient(
+                o.host, o.port_number(), ssl=o.security == "ssl", ssl_context=context, timeout=o.timeout
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise MailboxUnavailable(f"cannot reach IMAP at {_where(o)}: {_text(exc)}") from exc
+        try:
+            if o.security == "starttls":
+                client.starttls(context)
+            authenticate(client)
+        except IMAPClientError as exc:
+            _logout(client)
+            raise MailboxRefused(f"IMAP login to {o.host} as {o.username} failed: {_text(exc)}") from exc
+        except (OSError, ssl.SSLError) as exc:
+            _logout(client)
+            raise MailboxUnavailable(f"cannot reach IMAP at {_where(o)}: {_text(exc)}") from exc
+        return client
+
+    def _oauth_login(self, client: IMAPClient, token: SecretStr) -> None:
+        o = self.options
+        if o.auth == "oauthbearer":
+            client.oauthbearer_login(o.username, token.get_secret_value())
+        else:
+            client.oauth2_login(o.username, token.get_secret_value())
 
     # --- one pass over the folders --------------------------------------------------------------------
 

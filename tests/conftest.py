@@ -192,6 +192,8 @@ class ImapServer:
     user: str
     password: str
     ca_file: str
+    oauth2_key_file: str
+    """Base64 HS256 key with which Dovecot validates the JWTs of XOAUTH2/OAUTHBEARER logins."""
 
 
 @pytest.fixture(scope="session")
@@ -207,5 +209,5 @@ def imap_server() -> ImapServer:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the IMAP tests: scripts/dovecot start failed: {done.stderr.strip()}")
         pytest.skip(f"no Dovecot: {done.stderr.strip()}")
-    host, port, tls_port, user, password, ca_file = done.stdout.split()
-    return ImapServer(host, int(port), int(tls_port), user, password, ca_file)
+    host, port, tls_port, user, password, ca_file, oauth2_key = done.stdout.split()
+    return ImapServer(host, int(port), int(tls_port), user, password, ca_file, oauth2_key)

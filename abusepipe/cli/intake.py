@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from abusepipe.settings import Settings
     from ingest.imap import ImapOptions, PassResult
     from ingest.live import IntakeCounters
+    from ingest.oauth import TokenSource
+
+IMAP_SCOPE = "https://outlook.office365.com/.default"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +66,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FILE",
         help="read the password here (else ABUSEPIPE_IMAP_PASSWORD)",
     )
+    imap.add_argument(
+        "--auth",
+        choices=("password", "xoauth2", "oauthbearer"),
+        help="how to log in (default: password; Microsoft 365 and Gmail need xoauth2 or oauthbearer)",
+    )
+    _oauth2_options(imap)
     imap.add_argument("--ca-file", type=Path, metavar="PEM", help="CA certificates to verify the server with")
     imap.add_argument(
         "--folder", action="append", default=[], help="folder to read (repeatable; default INBOX)"
@@ -77,6 +87,81 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     imap.add_argument("--trap", action="store_true", help="each message is the junk itself (spam trap)")
     _live_intake_options(imap)
     imap.set_defaults(run=run_imap)
+
+    graph = commands.add_parser(
+        "graph", help="read an Exchange Online mailbox through Microsoft Graph (app-only); move once durable"
+    )
+    graph.add_argument("--mailbox", help="the abuse mailbox (default: ABUSEPIPE_GRAPH_MAILBOX)")
+    graph.add_argument("--folder", help="folder to read (default inbox)")
+    graph.add_argument("--processed-folder", help="where done messages go (default Processed)")
+    graph.add_argument("--rejected-folder", help="where messages without a report go (default Rejected)")
+    graph.add_argument("--poll-interval", type=float, metavar="SECONDS", help="between passes (default 60)")
+    graph.add_argument("--once", action="store_true", help="one pass over the folder, then exit")
+    graph.add_argument("--trap", action="store_true", help="each message is the junk itself (spam trap)")
+    _oauth2_options(graph)
+    _live_intake_options(graph)
+    graph.set_defaults(run=run_graph)
+
+
+def _oauth2_options(parser: argparse.ArgumentParser) -> None:
+    """Where OAuth2 access tokens come from (imap, graph): a command, or Entra ID client credentials."""
+    parser.add_argument(
+        "--oauth2-token-command",
+        metavar="CMD",
+        help="a program that prints an access token (ABUSEPIPE_OAUTH2_TOKEN_COMMAND)",
+    )
+    parser.add_argument("--oauth2-tenant", metavar="ID", help="Entra ID tenant (ABUSEPIPE_OAUTH2_TENANT_ID)")
+    parser.add_argument("--oauth2-client-id", metavar="ID", help="Entra ID app (ABUSEPIPE_OAUTH2_CLIENT_ID)")
+    parser.add_argument(
+        "--oauth2-client-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="the app's client secret (else ABUSEPIPE_OAUTH2_CLIENT_SECRET)",
+    )
+    parser.add_argument(
+        "--oauth2-certificate",
+        type=Path,
+        metavar="PEM",
+        help="the app's private key and certificate, instead of a client secret",
+    )
+
+
+def token_source(args: argparse.Namespace, settings: Settings, scope: str) -> TokenSource | None:
+    """The OAuth2 token source the options and settings name, or None."""
+    from pydantic import SecretStr
+
+    from ingest.oauth import CommandTokens, EntraClientCredentials, EntraSettings
+
+    command = args.oauth2_token_command or settings.oauth2_token_command
+    tenant = args.oauth2_tenant or settings.oauth2_tenant_id
+    client_id = args.oauth2_client_id or settings.oauth2_client_id
+    if command and (tenant or client_id):
+        raise ConfigError("OAuth2: a token command or Entra ID client credentials, not both")
+    if command:
+        return CommandTokens(command, timeout=settings.oauth2_token_timeout)
+    if not (tenant or client_id):
+        return None
+    if not (tenant and client_id):
+        raise ConfigError("Entra ID client credentials need --oauth2-tenant and --oauth2-client-id")
+    secret = settings.oauth2_client_secret
+    if args.oauth2_client_secret_file:
+        try:
+            secret = SecretStr(args.oauth2_client_secret_file.read_text().strip())
+        except OSError as exc:
+            raise ConfigError(f"--oauth2-client-secret-file: {exc.strerror or exc}") from exc
+    certificate = args.oauth2_certificate or settings.oauth2_certificate
+    return EntraClientCredentials(
+        EntraSettings(
+            tenant=tenant,
+            client_id=client_id,
+            scope=scope,
+            client_secret=secret if certificate is None else None,
+            certificate=certificate,
+            authority_host=settings.oauth2_authority,
+            ca_file=str(settings.oauth2_ca_file) if settings.oauth2_ca_file else None,
+        ),
+        timeout=settings.oauth2_token_timeout,
+    )
 
 
 def _live_intake_options(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +228,61 @@ def run_smtp(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def run_graph(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.graph import GraphIntake, GraphOptions
+    from ingest.live import IntakeCounters, LiveIntake, MessageLog
+    from ingest.runner import ParseOptions
+
+    policy = trust(args, settings)
+    mailbox = args.mailbox or settings.graph_mailbox
+    if not mailbox:
+        raise ConfigError("graph needs the mailbox: --mailbox or ABUSEPIPE_GRAPH_MAILBOX")
+    tokens = token_source(args, settings, GRAPH_SCOPE)
+    if tokens is None:
+        raise ConfigError(
+            "graph needs a token source: Entra ID client credentials (--oauth2-tenant, --oauth2-client-id "
+            "and a secret or certificate) or --oauth2-token-command"
+        )
+    options = GraphOptions(
+        mailbox=mailbox,
+        base_url=settings.graph_url,
+        folder=args.folder or settings.graph_folder,
+        processed_folder=args.processed_folder or settings.graph_processed_folder,
+        rejected_folder=args.rejected_folder or settings.graph_rejected_folder,
+        poll_interval=args.poll_interval or settings.graph_poll_interval,
+        max_message_bytes=settings.max_message_bytes,
+        ca_file=str(settings.oauth2_ca_file) if settings.oauth2_ca_file else None,
+    )
+    parse_options = ParseOptions(trap=args.trap, trust=policy, limits=settings.parse_limits())
+    counters, log = IntakeCounters(), MessageLog("graph")
+    _serve_metrics(args, "graph", counters)
+    sink, destination = open_sink(args, settings)
+    workers = args.workers if args.workers is not None else default_workers()
+    intake = LiveIntake(sink, workers=0 if args.once else max(0, workers))
+    reader = GraphIntake(options, intake, parse_options, counters, log, tokens=tokens)
+    try:
+        log.text(f"reading {options.folder} of {mailbox} through Microsoft Graph into {destination}")
+        if args.once:
+            result = reader.run_once()
+            log.text(f"done: {counters.line()}")
+            return EXIT_TEMPFAIL if result.retried else EXIT_OK
+        last = [time.monotonic()]
+
+        def on_pass(_: PassResult) -> None:
+            if time.monotonic() - last[0] >= args.stats_interval:
+                log.text(f"so far: {counters.line()}")
+                last[0] = time.monotonic()
+
+        with stop_on_signals() as stop:
+            reader.run(stop, on_pass=on_pass)
+        log.text(f"stopped: {counters.line()}")
+        return EXIT_OK
+    finally:
+        reader.close()
+        intake.close()
+        sink.close()
+
+
 def _imap_options(args: argparse.Namespace, settings: Settings) -> ImapOptions:
     from pydantic import SecretStr
 
@@ -154,19 +294,21 @@ def _imap_options(args: argparse.Namespace, settings: Settings) -> ImapOptions:
         raise ConfigError(
             "imap needs a server and a login: --host and --user (or ABUSEPIPE_IMAP_HOST/_USERNAME)"
         )
+    auth = args.auth or settings.imap_auth
     password = settings.imap_password
     if args.password_file:
         try:
             password = SecretStr(args.password_file.read_text().strip())
         except OSError as exc:
             raise ConfigError(f"--password-file: {exc.strerror or exc}") from exc
-    if password is None:
+    if password is None and auth == "password":
         raise ConfigError("imap needs a password: ABUSEPIPE_IMAP_PASSWORD or --password-file")
     ca_file = args.ca_file or settings.imap_ca_file
     return ImapOptions(
         host=host,
         username=user,
         password=password,
+        auth=auth,
         port=args.port or settings.imap_port,
         security=args.security or settings.imap_security,
         ca_file=str(ca_file) if ca_file else None,
@@ -187,13 +329,19 @@ def run_imap(args: argparse.Namespace, settings: Settings) -> int:
 
     policy = trust(args, settings)
     options = _imap_options(args, settings)
+    tokens = token_source(args, settings, IMAP_SCOPE)
+    if options.auth != "password" and tokens is None:
+        raise ConfigError(
+            f"--auth {options.auth} needs a token source: --oauth2-token-command, or Entra ID client "
+            "credentials (--oauth2-tenant, --oauth2-client-id and a secret or certificate)"
+        )
     parse_options = ParseOptions(trap=args.trap, trust=policy, limits=settings.parse_limits())
     counters, log = IntakeCounters(), MessageLog("imap")
     _serve_metrics(args, "imap", counters)
     sink, destination = open_sink(args, settings)
     workers = args.workers if args.workers is not None else default_workers()
     intake = LiveIntake(sink, workers=0 if args.once else max(0, workers))
-    reader = ImapIntake(options, intake, parse_options, counters, log)
+    reader = ImapIntake(options, intake, parse_options, counters, log, tokens=tokens)
     try:
         log.text(
             f"reading {', '.join(options.folders)} at {options.host} as {options.username} into {destination}"
