@@ -63,6 +63,7 @@ reports = Table(
     Column("message_id", Text),
     Column("subject", Text),
     Column("document", Text, nullable=False, comment="the normalized report as JSON"),
+    Index("ix_reports_message_id", "message_id"),  # the console's search by Message-ID
 )
 
 report_urls = Table(
@@ -177,4 +178,50 @@ kafka_chunks = Table(
     Column("chunks", Integer, nullable=False),
     Column("data", LargeBinary, nullable=False),
     comment="chunks of a large input read from Kafka, held until its last chunk arrives",
+)
+
+# --- the console's overview, access to it (migration 0004) ----------------------------------------------
+
+report_hours = Table(
+    "report_hours",
+    metadata,
+    Column("hour", Integer, primary_key=True, comment="hours since the Unix epoch (UTC)"),
+    Column("reports", Integer, nullable=False, comment="reports seen in the hour"),
+    Column("junk_reports", Integer, nullable=False),
+    Column("dead_letters", Integer, nullable=False, comment="dead letters received in the hour"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(16), nullable=False, comment="viewer, analyst or admin"),
+    Column("secret_sha256", String(64), nullable=False, comment="the token's secret part, hashed"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(32), primary_key=True, comment="the public part of the session cookie"),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("token_id", Integer, nullable=False, index=True),
+    Column("csrf", String(64), nullable=False, comment="the synchronizer token of this session's forms"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("actor", String(100), nullable=False, comment="the token's name, or cli:<user>"),
+    Column("action", String(40), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("client", String(64), nullable=False),
 )

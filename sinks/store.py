@@ -41,7 +41,7 @@ from sinks import models as m
 from sinks.offenders import is_junk, offender_keys, reporter_key
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 """The newest migration (the head of `migrations/versions`; a test holds the two together). A store at this
 revision is opened without loading Alembic at all: the MTA pipe opens the store once per message."""
 COMPRESSION_LEVEL = 3  # evidence is written far more often than read: a fast level
@@ -523,15 +523,58 @@ def write_rows(
         connection, m.reports, report_rows, conflict=_do_nothing, returning=[m.reports.c.report_id]
     )
     new_ids = [row[0] for row in inserted]
+    new_letters: list[Any] = []
     if dead_rows:
         unique = list({row["input_sha256"]: row for row in dead_rows}.values())
-        insert_rows(connection, m.deadletters, unique, conflict=_do_nothing)
+        new_letters = insert_rows(
+            connection,
+            m.deadletters,
+            unique,
+            conflict=_do_nothing,
+            returning=[m.deadletters.c.received_at],
+        )
     result.dead_lettered = len(dead_rows)
     result.reports = len(new_ids)
     result.duplicates = len(reports) - len(new_ids)  # stored before, or twice in this batch
-    if new_ids:
-        _aggregate(connection, [by_id[report_id] for report_id in sorted(new_ids)])
+    new = [by_id[report_id] for report_id in sorted(new_ids)]
+    if new:
+        _aggregate(connection, new)
+    _count_hours(connection, new, [row[0] for row in new_letters])
     return result
+
+
+def _count_hours(connection: Connection, new: list[PreparedReport], letters: list[datetime]) -> None:
+    """Reports and dead letters per hour, for the console's overview (only what was new)."""
+    hours: dict[int, list[int]] = {}
+    for report in new:
+        counts = hours.setdefault(epoch_hour(report.seen_at), [0, 0, 0])
+        counts[0] += 1
+        counts[1] += report.junk
+    for received in letters:
+        hours.setdefault(epoch_hour(utc_moment(received)), [0, 0, 0])[2] += 1
+    if not hours:
+        return
+    table = m.report_hours
+
+    def add(stmt: Any) -> Any:
+        return stmt.on_conflict_do_update(
+            index_elements=["hour"],
+            set_={
+                name: table.c[name] + stmt.excluded[name]
+                for name in ("reports", "junk_reports", "dead_letters")
+            },
+        )
+
+    rows = [
+        {"hour": hour, "reports": c[0], "junk_reports": c[1], "dead_letters": c[2]}
+        for hour, c in sorted(hours.items())
+    ]
+    insert_rows(connection, table, rows, conflict=add)
+
+
+def utc_moment(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes: everything is stored in UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def dead_row(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -259,3 +260,34 @@ def test_a_connection_lost_as_a_bare_socket_error_is_unavailable_not_a_crash() -
     reset = pytest.raises(StoreUnavailable, match=r"store write failed: .*Connection reset by peer")
     with reset, store_errors("store write failed"):
         raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_the_store_knows_its_newest_migration() -> None:
+    """A store at SCHEMA_REVISION is opened without Alembic: it must be the head of the migrations."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from sinks.store import MIGRATIONS, SCHEMA_REVISION
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+
+
+def test_an_older_store_is_migrated_on_open(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from sinks.store import MIGRATIONS, SCHEMA_REVISION, make_engine, schema_revision
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = make_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    assert schema_revision(engine) == "0001"
+    ReportStore.open(url).close()
+    assert schema_revision(engine) == SCHEMA_REVISION
+    engine.dispose()
