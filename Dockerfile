@@ -1,4 +1,4 @@
-# The abusepipe image: the `abusepipe` command, run by docker-compose.yml as intake and store consumer.
+# The abusepipe image: the `abusepipe` command, run by docker-compose.yml as intake, store consumer and console.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -9,6 +9,7 @@ COPY schemas ./schemas
 COPY parsers ./parsers
 COPY ingest ./ingest
 COPY sinks ./sinks
+COPY web ./web
 RUN pip install . && useradd --system --uid 10001 --home-dir /var/lib/abusepipe --create-home abusepipe
 
 USER abusepipe

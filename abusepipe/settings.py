@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     oauth2_authority: str = "https://login.microsoftonline.com"
     oauth2_ca_file: Path | None = None
 
+    console_listen: str = "127.0.0.1:8080"
+    console_tls_cert: Path | None = None
+    console_tls_key: Path | None = None
+    console_forwarded_allow_ips: str | None = Field(
+        default=None, description="proxies whose X-Forwarded-* headers are trusted (default: none)"
+    )
+
     graph_mailbox: str | None = Field(
         default=None, description="the abuse mailbox read through Microsoft Graph"
     )

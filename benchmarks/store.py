@@ -107,9 +107,8 @@ def synthetic(n: int, now: datetime, rng: random.Random) -> AbuseReport:
     )
 
 
-def bench_queries(database: str, reports: int, batch: int = 2000) -> None:
-    store = ReportStore.open(database)
-    now = datetime.now(UTC)
+def fill_synthetic(store: ReportStore, reports: int, now: datetime, batch: int = 2000) -> None:
+    """`reports` synthetic reports over 30 days: a heavy tail of sources, 300 reporters."""
     rng = random.Random(42)
     began = time.perf_counter()
     for start in range(0, reports, batch):
@@ -121,6 +120,12 @@ def bench_queries(database: str, reports: int, batch: int = 2000) -> None:
         if start and start % 100_000 == 0:
             print(f"  filled {start} reports ({start / (time.perf_counter() - began):.0f}/s)", flush=True)
     print(f"filled {reports} synthetic reports in {time.perf_counter() - began:.0f} s")
+
+
+def bench_queries(database: str, reports: int) -> None:
+    store = ReportStore.open(database)
+    now = datetime.now(UTC)
+    fill_synthetic(store, reports, now)
     with store.connect() as connection:
         key = top_offenders(connection, "ip", now=now, top=1)[0].key
 

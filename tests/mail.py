@@ -195,3 +195,35 @@ def iodef_mail(document: str, *, filename: str = "incident.xml", ctype: str = "a
     part.add_header("Content-Disposition", "attachment", filename=filename)
     outer.attach(part)
     return outer.as_bytes()
+
+
+XSS = '"><script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
+
+
+def hostile_junk(n: int = 0) -> bytes:
+    """Junk whose every shown string tries to break out of the page: subjects, names, URLs, attachment
+    names, an Exchange tenant domain, right-to-left overrides, a 10,000-character line."""
+    outer = MIMEMultipart("mixed")
+    outer["Received"] = (
+        "from mx.recipient.example (mx.recipient.example [10.0.0.5]) by mbox.recipient.example "
+        f"(Postfix) with ESMTP id {n}; Mon, 1 Jun 2026 10:00:02 +0000"
+    )
+    outer["Received"] = (
+        f"from evil{n}.example (host-8-8-4-4.spam.example [8.8.4.{n % 200 + 1}]) by mx.recipient.example "
+        "(Postfix) with ESMTP id 2; Mon, 1 Jun 2026 10:00:01 +0000"
+    )
+    outer["From"] = f'"{XSS} \u202eevil" <offers{n}@xss-{n}.example.com>'
+    outer["To"] = "victim@recipient.example"
+    outer["Subject"] = f"{XSS} \u202ereversed\u202c {'A' * 10_000}"
+    outer["Message-ID"] = f"<{n}.{XSS.replace(' ', '')}@xss.example.com>"
+    outer["X-OriginatorOrg"] = f"{XSS}.onmicrosoft.com"
+    outer["Date"] = "Mon, 1 Jun 2026 09:59:00 +0000"
+    body = (
+        f'click http://xss-{n}.example.com/"><script>window.pwned=3</script> and '
+        "javascript:window.pwned=4 and http://xss.example.com/\u202egpj.exe\n" + "B" * 10_000 + "\n"
+    )
+    outer.attach(MIMEText(body))
+    part = MIMEApplication(b"MZ payload", _subtype="octet-stream")
+    part.add_header("Content-Disposition", "attachment", filename=f"{XSS}\u202efdp.exe")
+    outer.attach(part)
+    return outer.as_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,8 @@ def compose() -> dict[str, Any]:
 
 def test_services_volumes_and_health_checks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"kafka", "postgres", "topics", "consumer", "intake", "spool"}
-    for name in ("kafka", "postgres", "consumer", "intake"):  # the long-running ones
+    assert set(services) == {"kafka", "postgres", "topics", "consumer", "intake", "spool", "console"}
+    for name in ("kafka", "postgres", "consumer", "intake", "console"):  # the long-running ones
         check = services[name]["healthcheck"]
         assert check["test"][0] in ("CMD", "CMD-SHELL") and check["retries"] >= 3
         assert services[name]["restart"] == "unless-stopped"
@@ -53,7 +54,7 @@ def test_start_order_waits_for_health(compose: dict[str, Any]) -> None:
 
 def test_abusepipe_services_run_real_commands_with_real_settings(compose: dict[str, Any]) -> None:
     fields = {f"ABUSEPIPE_{name.upper()}" for name in Settings.model_fields}
-    for name in ("topics", "consumer", "intake", "spool"):
+    for name in ("topics", "consumer", "intake", "spool", "console"):
         service = compose["services"][name]
         assert service["image"] == "abusepipe:latest" and service["build"] == "."
         environment = service["environment"]
@@ -74,13 +75,15 @@ def test_abusepipe_services_run_real_commands_with_real_settings(compose: dict[s
 def test_the_image_installs_the_packages_and_runs_abusepipe() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (\w+) ", dockerfile, re.M))
-    assert copied == {"abusepipe", "schemas", "parsers", "ingest", "sinks"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {name.rstrip("*") for name in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert copied == packages  # every package the wheel holds
     assert all((ROOT / name).is_dir() for name in copied)
     entrypoint = re.search(r"^ENTRYPOINT (.+)$", dockerfile, re.M)
     assert entrypoint and shlex.split(entrypoint[1].strip("[]").replace(",", " ")) == ["abusepipe"]
     assert re.search(r"^USER \w+", dockerfile, re.M)  # not root
     python = re.search(r"^FROM python:(3\.\d+)", dockerfile, re.M)
-    assert python and python[1] in ("3.11", "3.12")  # what pyproject's requires-python allows
+    assert python and python[1] in ("3.11", "3.12", "3.13")  # supported and tested
 
 
 def test_the_heartbeat_path_is_the_one_the_health_check_reads(compose: dict[str, Any]) -> None:

@@ -24,7 +24,10 @@ sys.stdout.flush()
 print("\\nMODULES " + json.dumps(sorted(sys.modules)))
 """
 
-NEVER = ("kafka", "imapclient", "aiosmtpd", "alembic", "prometheus_client", "tldextract", "requests", "rich")
+NEVER = (
+    "kafka", "imapclient", "aiosmtpd", "alembic", "prometheus_client", "tldextract", "requests", "rich",
+    "fastapi", "starlette", "uvicorn", "jinja2", "httpx", "msal", "selenium", "defusedxml",
+)  # fmt: skip
 
 
 def imported(*args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> set[str]:

@@ -15,11 +15,11 @@ import sys
 from collections.abc import Sequence
 
 from abusepipe import __version__
-from abusepipe.cli import ingest, intake, kafka, parse, query
+from abusepipe.cli import ingest, intake, kafka, parse, query, web
 from abusepipe.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
 from abusepipe.errors import AbusepipeError, ConfigError, Unavailable
 
-GROUPS = (parse, ingest, kafka, intake, query)
+GROUPS = (parse, ingest, kafka, intake, query, web)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,110 @@
+"""The analyst console and API (`abusepipe serve`): one ASGI app on the store.
+
+`/api/v1/...` returns exactly the documents `abusepipe ... --format json` prints; every page links its
+JSON twin. Errors are one line: `{"error": "..."}` with 400/401/403/404/503 for the API, a short page for
+the browser; never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
+
+from abusepipe import __version__
+from abusepipe.errors import ConfigError, Unavailable
+from sinks.store import ReportStore
+from web.console import api, pages
+from web.console.auth import Denied, LoginThrottle, NotFound
+from web.headers import SecurityHeaders
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("abusepipe.console")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    store: ReportStore
+    tls: bool = False
+
+
+def create_app(config: ConsoleConfig) -> ASGIApp:
+    """The console app, inside the security-headers middleware (outermost, so that even a 500 has them)."""
+    app = FastAPI(
+        title="abusepipe API",
+        version=__version__,
+        description="What `abusepipe ... --format json` prints, over HTTP (Authorization: Bearer <token>).",
+        openapi_url=None,  # served behind authentication, at /api/v1/openapi.json
+        docs_url=None,
+        redoc_url=None,
+    )
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.autoescape = True  # every string shown comes from mail
+    templates.env.globals["version"] = __version__
+    app.state.store = config.store
+    app.state.templates = templates
+    app.state.throttle = LoginThrottle()
+    app.state.tls = config.tls
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    def is_api(request: Request) -> bool:
+        return request.url.path.startswith("/api/")
+
+    def page(request: Request, status: int, message: str) -> Response:
+        if status == 401:
+            return pages.login_page(request, status=401, message=message)
+        return templates.TemplateResponse(
+            request, "error.html", {"status": status, "message": message, "caller": None}, status_code=status
+        )
+
+    def answer(request: Request, status: int, message: str) -> Response:
+        message = " ".join(message.split())[:300]
+        if is_api(request):
+            headers = {"WWW-Authenticate": 'Bearer realm="abusepipe"'} if status == 401 else None
+            return JSONResponse({"error": message}, status_code=status, headers=headers)
+        return page(request, status, message)
+
+    @app.exception_handler(Denied)
+    async def denied(request: Request, exc: Denied) -> Response:
+        return answer(request, exc.status, exc.message)
+
+    @app.exception_handler(ConfigError)
+    async def bad_request(request: Request, exc: ConfigError) -> Response:
+        return answer(request, 400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+        return answer(request, 400, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return answer(request, 404, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return answer(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> Response:
+        log.warning("%s", exc)
+        return answer(request, 503, "the store is unavailable; try again")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
+        return answer(request, 500, "internal error (logged)")
+
+    return SecurityHeaders(app)
