@@ -10,6 +10,7 @@ COPY parsers ./parsers
 COPY ingest ./ingest
 COPY sinks ./sinks
 COPY web ./web
+COPY blocklist ./blocklist
 RUN pip install . && useradd --system --uid 10001 --home-dir /var/lib/abusepipe --create-home abusepipe
 
 USER abusepipe

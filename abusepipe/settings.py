@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -19,6 +19,9 @@ from pydantic_settings import (
 from abusepipe.errors import ConfigError
 from parsers.limits import DEFAULT_LIMITS, ParseLimits
 from sinks.kafka_config import KafkaSettings, TopicNames
+
+if TYPE_CHECKING:
+    from blocklist.policy import ListingPolicy
 
 
 def default_data_dir() -> Path:
@@ -120,7 +123,34 @@ class Settings(BaseSettings):
     smtp_tls_key: Path | None = None
     smtp_require_starttls: bool = False
 
-    @field_validator("trusted_networks", "imap_folders", mode="before")
+    blocklist_enabled: bool = Field(
+        default=True, description="re-evaluate the offenders each stored batch touched (the listing policy)"
+    )
+    blocklist_kinds: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("ip", "network", "tenant"),
+        description="kinds the policy lists; add from_domain, mail_from_domain, dkim_domain, url_domain",
+    )
+    blocklist_reporters: int = Field(default=3, ge=1, description="distinct junk reporters in the window")
+    blocklist_traps: int = Field(default=2, ge=1, description="distinct spam traps in the window")
+    blocklist_window_hours: float = Field(default=24.0, gt=0)
+    blocklist_network_ips: int = Field(default=4, ge=1, description="listed IPs that list their /24 or /48")
+    blocklist_ttl_hours: float = Field(default=24.0, gt=0, description="from the last evidence")
+    blocklist_relist_factor: int = Field(default=4, ge=1, description="the TTL's factor on each relisting")
+    blocklist_relist_window_days: float = Field(default=30.0, ge=0)
+    blocklist_max_ttl_days: float = Field(default=30.0, gt=0)
+    blocklist_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="never listed: CIDRs, domains (and their subdomains), tenant GUIDs"
+    )
+    portal_url: str = Field(
+        default="http://127.0.0.1:8081/",
+        description="the delist portal's public URL, named in every rejection and TXT record",
+    )
+    policy_listen: str = "127.0.0.1:10040"
+    policy_refresh: float = Field(
+        default=5.0, gt=0, le=10, description="seconds between the policy server's looks at the store"
+    )
+
+    @field_validator("trusted_networks", "imap_folders", "blocklist_kinds", "blocklist_allow", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """`a,b` (or a JSON list) in the environment; a list in the settings file."""
@@ -177,6 +207,22 @@ class Settings(BaseSettings):
             ssl_cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
             session_timeout_ms=self.kafka_session_timeout_ms,
             delivery_timeout=self.kafka_delivery_timeout,
+        )
+
+    def listing_policy(self) -> ListingPolicy:
+        from blocklist.policy import ListingPolicy  # noqa: PLC0415 (only the commands that list need it)
+
+        return ListingPolicy.from_settings(
+            kinds=self.blocklist_kinds,
+            reporters=self.blocklist_reporters,
+            traps=self.blocklist_traps,
+            window_hours=self.blocklist_window_hours,
+            network_ips=self.blocklist_network_ips,
+            ttl_hours=self.blocklist_ttl_hours,
+            relist_factor=self.blocklist_relist_factor,
+            relist_window_days=self.blocklist_relist_window_days,
+            max_ttl_days=self.blocklist_max_ttl_days,
+            allow=self.blocklist_allow,
         )
 
     def parse_limits(self) -> ParseLimits:

@@ -286,6 +286,7 @@ class StoreConsumer:
     def _committed(self, batch: list[Consumed], result: ConsumedResult) -> None:
         with self._lock:
             self.summary.consumed(result)
+        self.store.committed(result.stored)  # the blocklist re-evaluates what the batch touched
         if self._on_commit is not None:
             self._on_commit(batch, result, time.time())
         offsets = {

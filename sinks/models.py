@@ -225,3 +225,55 @@ audit_log = Table(
     Column("target", Text, nullable=False),
     Column("client", String(64), nullable=False),
 )
+
+# --- the blocked-senders list (migration 0005) -----------------------------------------------------------
+
+offender_trap_hours = Table(
+    "offender_trap_hours",
+    metadata,
+    Column("kind", String(24), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("hour", Integer, primary_key=True),
+    Column("trap", String(KEY), primary_key=True, comment="the trap address that caught it"),
+    Index("ix_offender_trap_hours_window", "kind", "hour"),
+)
+
+listings = Table(
+    "listings",
+    metadata,
+    Column("kind", String(24), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("state", String(16), nullable=False, comment="listed, delisted or expired (when stored)"),
+    Column("origin", String(16), nullable=False, comment="policy or manual"),
+    Column("reason", Text, nullable=False),
+    Column("reason_code", String(40), nullable=False),
+    Column("listed_at", DateTime(timezone=True), nullable=False, comment="start of the current listing"),
+    Column("expires_at", DateTime(timezone=True), comment="NULL: a manual listing without a TTL"),
+    Column("ttl_seconds", Integer, nullable=False, comment="the TTL of the current listing"),
+    Column("last_evidence_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True), comment="when it was last delisted or expired"),
+    Column("network", String(64), comment="an IP's /24 or /48: network listings count their IPs"),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_listings_state", "state", "expires_at"),
+    Index("ix_listings_network", "network"),
+    Index("ix_listings_updated_at", "updated_at"),  # what changed since the policy server last looked
+)
+
+listing_events = Table(
+    "listing_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("kind", String(24), nullable=False),
+    Column("key", String(KEY), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column(
+        "event",
+        String(32),
+        nullable=False,
+        comment="listed, extended, delist-requested, delisted-by-sender, delisted-by-analyst, refused, "
+        "expired, relisted",
+    ),
+    Column("actor", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_listing_events_key", "kind", "key", "at"),
+)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import socket
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,9 @@ from schemas import AbuseReport
 from sinks import models as m
 from sinks.offenders import is_junk, offender_keys, reporter_key
 
+log = logging.getLogger("abusepipe.store")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 """The newest migration (the head of `migrations/versions`; a test holds the two together). A store at this
 revision is opened without loading Alembic at all: the MTA pipe opens the store once per message."""
 COMPRESSION_LEVEL = 3  # evidence is written far more often than read: a fast level
@@ -175,6 +177,8 @@ class BatchResult:
     reports: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    touched: set[tuple[str, str]] = field(default_factory=set)
+    """The offenders (kind, key) that new junk counted against: what the blocklist re-evaluates."""
 
     def add(self, other: BatchResult) -> None:
         """Count `other` in: running totals of a whole ingest or consumer run are BatchResults too."""
@@ -449,6 +453,9 @@ class ReportStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.after_commit: Callable[[BatchResult], None] | None = None
+        """Called with each committed batch's result (the blocklist re-evaluates what it touched). It runs
+        after the commit: its failure is logged and loses nothing (`blocklist evaluate` redoes it)."""
 
     @classmethod
     def open(cls, url: str) -> ReportStore:
@@ -467,10 +474,36 @@ class ReportStore:
         with store_errors("store query failed"), self.engine.connect() as connection:
             yield connection
 
+    @contextmanager
+    def transaction(self, *, rollback: bool = False) -> Iterator[Connection]:
+        """One transaction, committed when the block ends normally (rolled back with `rollback`: a dry
+        run) and rolled back when it raises."""
+        with store_errors("store transaction failed"), self.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                yield connection
+            except BaseException:
+                transaction.rollback()
+                raise
+            if rollback:
+                transaction.rollback()
+            else:
+                transaction.commit()
+
     def write(self, batch: Sequence[StoredMessage]) -> BatchResult:
         """Store a batch in one transaction. Raises `StoreUnavailable` when a retry may succeed."""
         with store_errors("store write failed"), self.engine.begin() as connection:
-            return write_batch(connection, batch)
+            result = write_batch(connection, batch)
+        self.committed(result)
+        return result
+
+    def committed(self, result: BatchResult) -> None:
+        if self.after_commit is None or not result.touched:
+            return
+        try:
+            self.after_commit(result)
+        except Exception as exc:  # the batch is durable; what follows from it can be redone
+            log.warning("after the commit: %s: %s", type(exc).__name__, _one_line(exc))
 
 
 def write_batch(connection: Connection, batch: Sequence[StoredMessage]) -> BatchResult:
@@ -539,6 +572,7 @@ def write_rows(
     new = [by_id[report_id] for report_id in sorted(new_ids)]
     if new:
         _aggregate(connection, new)
+        result.touched = {key for report in new if report.junk for key in report.keys}
     _count_hours(connection, new, [row[0] for row in new_letters])
     return result
 
@@ -604,6 +638,7 @@ def _aggregate(connection: Connection, new: list[PreparedReport]) -> None:
     urls: list[dict[str, Any]] = []
     reporter_pairs: set[tuple[str, str, str]] = set()
     reporter_hours: set[tuple[str, str, int, str]] = set()
+    trap_hours: set[tuple[str, str, int, str]] = set()
     for report in new:
         junk = report.junk
         moment = report.seen_at
@@ -630,12 +665,17 @@ def _aggregate(connection: Connection, new: list[PreparedReport]) -> None:
             if junk:
                 reporter_pairs.add((kind, key, reporter))
                 reporter_hours.add((kind, key, hour, reporter))
+                if report.format == "trap":
+                    trap_hours.add((kind, key, hour, reporter))
 
     insert_rows(connection, m.report_offenders, links, conflict=_do_nothing)
     insert_rows(connection, m.report_urls, urls)
     if reporter_hours:
         rows = [{"kind": k, "key": key, "hour": h, "reporter": r} for k, key, h, r in sorted(reporter_hours)]
         insert_rows(connection, m.offender_reporter_hours, rows, conflict=_do_nothing)
+    if trap_hours:
+        rows = [{"kind": k, "key": key, "hour": h, "trap": t} for k, key, h, t in sorted(trap_hours)]
+        insert_rows(connection, m.offender_trap_hours, rows, conflict=_do_nothing)
     if reporter_pairs:
         rows = [{"kind": k, "key": key, "reporter": r} for k, key, r in sorted(reporter_pairs)]
         table = m.offender_reporters

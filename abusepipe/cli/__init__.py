@@ -1,8 +1,8 @@
 """The `abusepipe` command. Bad input and bad arguments get one clear line, never a traceback.
 
-One module per command group (`parse`, `ingest`, `kafka`, `intake`, `query`); each adds its commands to
-the parser and names the function that runs each. Building the parser imports nothing heavy, and a
-command imports only what it uses: an MTA runs `abusepipe ingest -` once per message.
+One module per command group (`parse`, `ingest`, `kafka`, `intake`, `query`, `web`, `blocklist`);
+each adds its commands to the parser and names the function that runs each. Building the parser imports
+nothing heavy, and a command imports only what it uses: an MTA runs `abusepipe ingest -` once per message.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import sys
 from collections.abc import Sequence
 
 from abusepipe import __version__
-from abusepipe.cli import ingest, intake, kafka, parse, query, web
+from abusepipe.cli import blocklist, ingest, intake, kafka, parse, query, web
 from abusepipe.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
 from abusepipe.errors import AbusepipeError, ConfigError, Unavailable
 
-GROUPS = (parse, ingest, kafka, intake, query, web)
+GROUPS = (parse, ingest, kafka, intake, query, web, blocklist)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -92,6 +92,15 @@ def open_store(args: argparse.Namespace, settings: Settings) -> ReportStore:
     return ReportStore.open(store_url(args, settings))
 
 
+def with_listing_policy(store: ReportStore, settings: Settings) -> ReportStore:
+    """A store that writes reports re-evaluates the listings after each batch (unless turned off)."""
+    if settings.blocklist_enabled:
+        from blocklist.evaluator import ListingEvaluator
+
+        store.after_commit = ListingEvaluator(store.engine, settings.listing_policy())
+    return store
+
+
 def open_sink(args: argparse.Namespace, settings: Settings) -> tuple[BatchSink, str]:
     """Kafka when configured, else the store: the durable destination of every intake."""
     kafka = settings.kafka()
@@ -102,7 +111,7 @@ def open_sink(args: argparse.Namespace, settings: Settings) -> tuple[BatchSink, 
     from sinks.store import ReportStore
 
     url = store_url(args, settings)
-    return ReportStore.open(url), display_url(url)
+    return with_listing_policy(ReportStore.open(url), settings), display_url(url)
 
 
 @contextmanager
@@ -130,6 +139,16 @@ def listen_address(text: str, option: str, *, default_host: str = "0.0.0.0") -> 
     if not 0 <= number <= 65535:
         raise ConfigError(f"{option} {text!r}: port out of range")
     return host.strip("[]") or default_host, number
+
+
+def cli_actor() -> str:
+    """Who did it, for the audit log and listing history: the operating-system user."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
 
 
 def say(text: str) -> None:

@@ -15,6 +15,7 @@ from abusepipe.cli.common import (
     stop_on_signals,
     store_option,
     store_url,
+    with_listing_policy,
 )
 from abusepipe.errors import ConfigError
 
@@ -78,7 +79,7 @@ def run_consume(args: argparse.Namespace, settings: Settings) -> int:
     if args.max_wait < 0:
         raise ConfigError("--max-wait: must not be negative")
     url = store_url(args, settings)
-    store = ReportStore.open(url)
+    store = with_listing_policy(ReportStore.open(url), settings)
 
     def log(text: str) -> None:
         if not args.quiet:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 from abusepipe.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_OK,
+    cli_actor,
     display_url,
     listen_address,
     open_store,
@@ -70,10 +70,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
+    return cli_actor()
 
 
 TOKEN_COLUMNS = ["id", "name", "role", "state", "created_at", "expires_at", "last_used_at"]

@@ -120,8 +120,8 @@ def search(connection: Connection, query: str) -> dict[str, Any]:
         return {"query": text, "kind": "message_id", "offenders": [], "reports": found}
     domain = lowered.rstrip(".")
     if _DOMAIN.fullmatch(domain):
-        keys = list(dict.fromkeys([domain, registrable_domain(domain) or domain]))  # URLs count by it
-        offenders = [row for kind in DOMAIN_KINDS for row in _offenders(connection, kind, keys)]
+        names = list(dict.fromkeys([domain, registrable_domain(domain) or domain]))  # URLs count by it
+        offenders = [row for kind in DOMAIN_KINDS for row in _offenders(connection, kind, names)]
         return {"query": text, "kind": "domain", "offenders": offenders, "reports": []}
     raise ConfigError(f"search: {text[:60]!r} is no IP, CIDR, domain, tenant id, Message-ID or report id")
 
