@@ -251,11 +251,16 @@ def _record(connection: Connection, change: Change) -> Change:
 
 def _insert(connection: Connection, values: dict[str, Any]) -> bool:
     """Insert a new listing unless another writer just did; True when this one did."""
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert  # noqa: PLC0415
+    stmt: Any
+    if connection.dialect.name == "postgresql":  # imported here: the MTA pipe on SQLite never needs it
+        from sqlalchemy.dialects import postgresql  # noqa: PLC0415
+
+        stmt = postgresql.insert(L)
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # noqa: PLC0415
-    stmt = dialect_insert(L).values(**values).on_conflict_do_nothing()
+        from sqlalchemy.dialects import sqlite  # noqa: PLC0415
+
+        stmt = sqlite.insert(L)
+    stmt = stmt.values(**values).on_conflict_do_nothing()
     return connection.execute(stmt).rowcount == 1
 
 
