@@ -25,7 +25,7 @@ from importlib import resources
 
 from abusepipe.errors import ConfigError
 from parsers.microsoft import is_guid
-from parsers.trust import is_microsoft_outbound
+from parsers.trust import is_microsoft_outbound, microsoft_outbound
 
 DOMAIN_KINDS = ("from_domain", "mail_from_domain", "dkim_domain", "url_domain")
 ADDRESS_KINDS = ("ip", "network")
@@ -143,6 +143,10 @@ class ListingPolicy:
                 return "allowed by the operator"
             if kind == "ip" and is_microsoft_outbound(network.network_address):
                 return "a shared platform's IP (Exchange Online): its tenant is listed instead"
+            if kind == "network" and any(
+                network.version == n.version and network.overlaps(n) for n in microsoft_outbound()
+            ):
+                return "holds a shared platform's IPs (Exchange Online): its tenants are listed instead"
             return None
         if kind == "tenant":
             return "allowed by the operator" if key.lower() in self.allow_tenants else None
