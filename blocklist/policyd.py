@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from abusepipe.errors import AbusepipeError
 from blocklist.export import rejection
 from blocklist.snapshot import ListingSnapshot, Row, address_text, parse_address
 from sinks import models as m
@@ -124,7 +125,7 @@ class PolicyServer:
         """Load or update the snapshot; on failure keep the one held (called from a thread)."""
         try:
             snapshot = self.source(self.snapshot)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, AbusepipeError) as exc:  # the store, not the server, is at fault
             detail = " ".join(str(exc).split())[:200]
             if not self._store_down:
                 held = (
