@@ -251,7 +251,8 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     _print_changes(changes, args.format, dry_run=args.dry_run)
     if args.format != "json":
         verb = "would change" if args.dry_run else "changed"
-        say(f"evaluated the listing policy: {len(changes)} listings {verb}")
+        noun = "listing" if len(changes) == 1 else "listings"
+        say(f"evaluated the listing policy: {len(changes)} {noun} {verb}")
     return EXIT_OK
 
 
