@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -41,6 +41,8 @@ class Principal:
     token_id: int
     name: str
     role: Role
+    stale: bool = field(default=False, compare=False)
+    """Its token's last use is older than TOUCH_EVERY: to be recorded."""
 
     def may(self, role: Role) -> bool:
         return RANK[self.role] >= RANK[role]
@@ -92,8 +94,15 @@ def create_token(
     return f"abp_{token_id}_{secret}"
 
 
-def authenticate(connection: Connection, presented: str | None, *, now: datetime) -> Principal | None:
-    """The principal of a valid token (not revoked, not expired), else None."""
+TOUCH_EVERY = timedelta(minutes=5)
+"""A token's `last_used_at` is written at most this often: not a write per request."""
+
+
+def authenticate(
+    connection: Connection, presented: str | None, *, now: datetime, touch: bool = True
+) -> Principal | None:
+    """The principal of a valid token (not revoked, not expired), else None. Without `touch`, the caller
+    records the use (`touch_token`) when `Principal.stale` says so."""
     match = _TOKEN.fullmatch((presented or "").strip())
     if match is None:
         return None
@@ -104,9 +113,16 @@ def authenticate(connection: Connection, presented: str | None, *, now: datetime
     if row.revoked_at is not None or (row.expires_at is not None and utc(row.expires_at) <= now):
         return None
     last = utc(row.last_used_at) if row.last_used_at is not None else None
-    if last is None or now - last > timedelta(minutes=5):  # not a write per request
-        connection.execute(update(t).where(t.c.id == row.id).values(last_used_at=now))
-    return Principal(row.id, row.name, row.role)
+    stale = last is None or now - last > TOUCH_EVERY
+    if stale and touch:
+        touch_token(connection, row.id, now=now)
+        stale = False
+    return Principal(row.id, row.name, row.role, stale=stale)
+
+
+def touch_token(connection: Connection, token_id: int, *, now: datetime) -> None:
+    t = m.api_tokens
+    connection.execute(update(t).where(t.c.id == token_id).values(last_used_at=now))
 
 
 def list_tokens(connection: Connection) -> list[TokenInfo]:

@@ -230,6 +230,9 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if url.startswith("postgresql+pg8000"):
+        from sinks import pg8000_statements  # noqa: PLC0415 (only a PostgreSQL store loads pg8000)
+
+        pg8000_statements.install()
         engine = create_engine(url, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT})
         event.listen(engine, "do_connect", _pg8000_nodelay_socket)
         return engine

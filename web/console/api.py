@@ -19,11 +19,11 @@ from sinks.queries import (
     parse_since,
     report_document,
     report_raw,
-    top_offenders,
 )
-from sinks.store import ReportStore
 from web.console import data
 from web.console.auth import Caller, Denied, NotFound, identify, require
+from web.console.connections import db
+from web.console.rankings import RankingCache
 
 router = APIRouter(prefix="/api/v1")
 
@@ -34,20 +34,20 @@ Offset = Annotated[int, Query(ge=0, le=9000, description="skip this many, for pa
 Since = Annotated[str | None, Query(max_length=40, description="a window (24h, 7d, 2w) or a date")]
 
 
-def store_of(request: Request) -> ReportStore:
-    store: ReportStore = request.app.state.store
-    return store
+def rankings_of(request: Request) -> RankingCache:
+    cache: RankingCache = request.app.state.rankings
+    return cache
 
 
 def caller_with(request: Request, role: access.Role) -> Caller:
-    caller = identify(request, store_of(request))
+    caller = identify(request)
     require(caller, role)
     return caller
 
 
 def record(request: Request, caller: Caller, action: str, target: str) -> None:
     """An audit row: raw evidence viewed, an export, a token change."""
-    with store_of(request).engine.begin() as connection:
+    with db(request, write=True) as connection:
         access.audit(
             connection,
             actor=caller.principal.name,
@@ -63,16 +63,16 @@ def offenders_document(
 ) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     window = parse_since(since, now)
-    with store_of(request).connect() as connection:
-        rows = top_offenders(connection, by, now=now, since=window, top=top + offset, sort=sort)  # type: ignore[arg-type]
+    with db(request) as connection:
+        rows = rankings_of(request).top(connection, by, now=now, since=window, top=top + offset, sort=sort)  # type: ignore[arg-type]
     return data.offender_rows(rows[offset:])
 
 
 @router.get("/overview", summary="Reports per hour (7 days), totals, top offenders of every kind (24 h)")
 def overview(request: Request) -> Any:
     caller_with(request, "viewer")
-    with store_of(request).connect() as connection:
-        return data.overview(connection, now=datetime.now(UTC))
+    with db(request) as connection:
+        return data.overview(connection, now=datetime.now(UTC), rankings=rankings_of(request))
 
 
 @router.get(
@@ -103,7 +103,7 @@ def offenders(
 @router.get("/offenders/{kind}/{key:path}", summary="= abusepipe offender KIND KEY --format json")
 def offender(request: Request, kind: Kind, key: str, days: Annotated[int, Query(ge=1, le=365)] = 30) -> Any:
     caller = caller_with(request, "viewer")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         detail = offender_detail(connection, kind, key, now=datetime.now(UTC), days=days)
     if detail is None:
         raise NotFound(f"no reports for {kind} {key[:100]}")
@@ -114,7 +114,7 @@ def offender(request: Request, kind: Kind, key: str, days: Annotated[int, Query(
 @router.get("/reports/{report_id}", summary="= abusepipe report REPORT_ID")
 def report(request: Request, report_id: str) -> Any:
     caller_with(request, "analyst")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         document = report_document(connection, report_id[:64])
     if document is None:
         raise NotFound(f"no report {report_id[:64]}")
@@ -124,7 +124,7 @@ def report(request: Request, report_id: str) -> Any:
 @router.get("/reports/{report_id}/raw", summary="= abusepipe report REPORT_ID --raw (the original bytes)")
 def report_original(request: Request, report_id: str) -> Response:
     caller = caller_with(request, "analyst")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         raw = report_raw(connection, report_id[:64])
     if raw is None:
         raise NotFound(f"no original bytes for report {report_id[:64]}")
@@ -135,14 +135,14 @@ def report_original(request: Request, report_id: str) -> Response:
 @router.get("/deadletters", summary="= abusepipe deadletter list --format json")
 def deadletters(request: Request, limit: Top = 50) -> Any:
     caller_with(request, "analyst")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         return data.dead_letter_rows(connection, limit)
 
 
 @router.get("/deadletters/{letter_id}", summary="One dead letter (its reason and source)")
 def deadletter(request: Request, letter_id: int) -> Any:
     caller_with(request, "analyst")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         found = dead_letter(connection, letter_id)
     if found is None:
         raise NotFound(f"no dead letter {letter_id}")
@@ -152,7 +152,7 @@ def deadletter(request: Request, letter_id: int) -> Any:
 @router.get("/deadletters/{letter_id}/raw", summary="= abusepipe deadletter show ID --raw")
 def deadletter_original(request: Request, letter_id: int) -> Response:
     caller = caller_with(request, "analyst")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         found = dead_letter(connection, letter_id)
     if found is None:
         raise NotFound(f"no dead letter {letter_id}")
@@ -163,7 +163,7 @@ def deadletter_original(request: Request, letter_id: int) -> Response:
 @router.get("/search", summary="Find an IP or CIDR, a domain, a tenant id, a Message-ID or a report id")
 def search(request: Request, q: Annotated[str, Query(min_length=1, max_length=500)]) -> Any:
     caller = caller_with(request, "viewer")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         found = data.search(connection, q)
     if not caller.principal.may("analyst"):
         found["reports"] = []  # a viewer sees aggregates only
@@ -179,7 +179,7 @@ class NewToken(BaseModel):
 @router.get("/tokens", summary="= abusepipe token list --format json (admin)")
 def tokens(request: Request) -> Any:
     caller_with(request, "admin")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         return [token_document(info) for info in access.list_tokens(connection)]
 
 
@@ -188,7 +188,7 @@ def create_token(request: Request, body: NewToken) -> Any:
     caller = caller_with(request, "admin")
     lifetime = access.parse_lifetime(body.expires) if body.expires else None
     now = datetime.now(UTC)
-    with store_of(request).engine.begin() as connection:
+    with db(request, write=True) as connection:
         token = access.create_token(connection, body.name, body.role, now=now, expires=lifetime)
         access.audit(
             connection,
@@ -205,7 +205,7 @@ def create_token(request: Request, body: NewToken) -> Any:
 def revoke_token(request: Request, which: str) -> Any:
     caller = caller_with(request, "admin")
     now = datetime.now(UTC)
-    with store_of(request).engine.begin() as connection:
+    with db(request, write=True) as connection:
         info = access.revoke_token(connection, which[:100], now=now)
         if info is None:
             raise NotFound(f"no token {which[:100]}")
@@ -217,13 +217,14 @@ def revoke_token(request: Request, which: str) -> Any:
             client=caller.client,
             now=now,
         )
+    request.app.state.tokens.clear()  # committed: in force here at once, not after the cache's seconds
     return token_document(info)
 
 
 @router.get("/audit", summary="= abusepipe audit --format json (admin)")
 def audit(request: Request, limit: Top = 100) -> Any:
     caller_with(request, "admin")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         return [asdict(entry) for entry in access.audit_entries(connection, limit=limit)]
 
 

@@ -24,7 +24,9 @@ from abusepipe import __version__
 from abusepipe.errors import ConfigError, Unavailable
 from sinks.store import ReportStore
 from web.console import api, pages
-from web.console.auth import Denied, LoginThrottle, NotFound
+from web.console.auth import Denied, LoginThrottle, NotFound, TokenCache
+from web.console.connections import RequestConnections
+from web.console.rankings import RankingCache
 from web.headers import SecurityHeaders
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +55,8 @@ def create_app(config: ConsoleConfig) -> ASGIApp:
     app.state.store = config.store
     app.state.templates = templates
     app.state.throttle = LoginThrottle()
+    app.state.rankings = RankingCache()
+    app.state.tokens = TokenCache()
     app.state.tls = config.tls
     app.include_router(api.router)
     app.include_router(pages.router)
@@ -107,4 +111,4 @@ def create_app(config: ConsoleConfig) -> ASGIApp:
         log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
         return answer(request, 500, "internal error (logged)")
 
-    return SecurityHeaders(app)
+    return SecurityHeaders(RequestConnections(app))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,8 +16,9 @@ from parsers.microsoft import is_guid
 from parsers.urls import registrable_domain
 from sinks import models as m
 from sinks.kinds import KINDS
-from sinks.queries import OffenderRow, dead_letters, top_offenders, utc
+from sinks.queries import OffenderRow, dead_letters, utc
 from sinks.store import epoch_hour
+from web.console.rankings import RankingCache, store_version
 
 OFFENDER_COLUMNS = ["kind", "key", "reports", "reporters", "all_reports", "first_seen", "last_seen"]
 DOMAIN_KINDS = ("from_domain", "mail_from_domain", "dkim_domain", "url_domain")
@@ -31,17 +31,25 @@ MAX_SEARCH = 200
 
 def offender_rows(rows: list[OffenderRow]) -> list[dict[str, Any]]:
     """`abusepipe offenders --format json`: these fields, in this order."""
-    return [{column: asdict(row)[column] for column in OFFENDER_COLUMNS} for row in rows]
+    return [{column: getattr(row, column) for column in OFFENDER_COLUMNS} for row in rows]
 
 
 def dead_letter_rows(connection: Connection, limit: int) -> list[dict[str, Any]]:
     """`abusepipe deadletter list --format json`."""
     columns = ["id", "received_at", "source", "reason", "size"]
-    return [{c: asdict(letter)[c] for c in columns} for letter in dead_letters(connection, limit=limit)]
+    return [{c: getattr(letter, c) for c in columns} for letter in dead_letters(connection, limit=limit)]
 
 
-def overview(connection: Connection, *, now: datetime, days: int = 7, top: int = 5) -> dict[str, Any]:
+def overview(
+    connection: Connection,
+    *,
+    now: datetime,
+    days: int = 7,
+    top: int = 5,
+    rankings: RankingCache | None = None,
+) -> dict[str, Any]:
     """Reports per hour over `days`, totals, and the top offenders of every kind over 24 hours."""
+    rankings = rankings or RankingCache(size=len(KINDS))
     first = epoch_hour(now - timedelta(days=days)) + 1
     last = epoch_hour(now)
     h = m.report_hours
@@ -68,6 +76,7 @@ def overview(connection: Connection, *, now: datetime, days: int = 7, top: int =
         )
     ).one()
     day = now - timedelta(hours=24)
+    version = store_version(connection)
     return {
         "generated_at": now.isoformat(),
         "totals": {"reports": int(totals[0]), "junk_reports": int(totals[1]), "dead_letters": int(totals[2])},
@@ -78,7 +87,7 @@ def overview(connection: Connection, *, now: datetime, days: int = 7, top: int =
         },
         "reports_per_hour": hours,
         "top_offenders_24h": {
-            kind: offender_rows(top_offenders(connection, kind, now=now, since=day, top=top))
+            kind: offender_rows(rankings.top(connection, kind, now=now, since=day, top=top, version=version))
             for kind in KINDS
         },
     }

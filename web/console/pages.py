@@ -22,12 +22,13 @@ from web.console.api import (
     Since,
     Top,
     offenders_document,
+    rankings_of,
     raw_download,
     record,
-    store_of,
     token_document,
 )
 from web.console.auth import COOKIE, Caller, Denied, NotFound, check_csrf, client_of, identify, require
+from web.console.connections import db
 
 router = APIRouter()
 RAW_SHOWN = 256 * 1024
@@ -44,7 +45,7 @@ def render(
 
 
 def page_caller(request: Request, role: access.Role = "viewer") -> Caller:
-    caller = identify(request, store_of(request))
+    caller = identify(request)
     require(caller, role)
     return caller
 
@@ -63,7 +64,7 @@ def _safe_next(target: str | None) -> str:
 
 @router.get("/healthz", include_in_schema=False)
 def healthz(request: Request) -> Any:
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         connection.exec_driver_sql("SELECT 1")
     return {"status": "ok"}
 
@@ -91,7 +92,7 @@ def login(
             next=_safe_next(next),
         )
     now = datetime.now(UTC)
-    with store_of(request).engine.begin() as connection:
+    with db(request, write=True) as connection:
         principal = access.authenticate(connection, token, now=now)
         if principal is None:
             throttle.failed(client)
@@ -121,7 +122,7 @@ def login(
 async def logout(request: Request) -> Response:
     caller = await _caller_async(request)
     await check_csrf(request, caller)
-    with store_of(request).engine.begin() as connection:
+    with db(request, write=True) as connection:
         access.close_session(connection, request.cookies.get(COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
@@ -136,8 +137,8 @@ async def _caller_async(request: Request, role: access.Role = "viewer") -> Calle
 @router.get("/", include_in_schema=False)
 def overview(request: Request) -> Response:
     caller = page_caller(request)
-    with store_of(request).connect() as connection:
-        document = data.overview(connection, now=datetime.now(UTC))
+    with db(request) as connection:
+        document = data.overview(connection, now=datetime.now(UTC), rankings=rankings_of(request))
     hours = document["reports_per_hour"]
     chart = bar_chart(
         [h["reports"] for h in hours],
@@ -182,7 +183,7 @@ def offender(
     request: Request, kind: Kind, key: str, days: Annotated[int, Query(ge=1, le=365)] = 30
 ) -> Response:
     caller = page_caller(request)
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         detail = offender_detail(connection, kind, key, now=datetime.now(UTC), days=days)
     if detail is None:
         raise NotFound(f"no reports for {kind} {key[:100]}")
@@ -214,7 +215,7 @@ def offender(
 def report(request: Request, report_id: str) -> Response:
     caller = page_caller(request, "analyst")
     report_id = report_id[:64]
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         document = report_document(connection, report_id)
         raw = report_raw(connection, report_id) if document is not None else None
     if document is None:
@@ -246,7 +247,7 @@ def _shown(raw: bytes | None) -> str | None:
 @router.get("/reports/{report_id}/raw", include_in_schema=False)
 def report_download(request: Request, report_id: str) -> Response:
     caller = page_caller(request, "analyst")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         raw = report_raw(connection, report_id[:64])
     if raw is None:
         raise NotFound(f"no original bytes for report {report_id[:64]}")
@@ -257,7 +258,7 @@ def report_download(request: Request, report_id: str) -> Response:
 @router.get("/deadletters", include_in_schema=False)
 def deadletters(request: Request, limit: Top = 100) -> Response:
     caller = page_caller(request, "analyst")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         rows = data.dead_letter_rows(connection, limit)
     return render(request, "deadletters.html", caller, rows=rows, twin=f"/api/v1/deadletters?limit={limit}")
 
@@ -265,7 +266,7 @@ def deadletters(request: Request, limit: Top = 100) -> Response:
 @router.get("/deadletters/{letter_id}", include_in_schema=False)
 def deadletter(request: Request, letter_id: int) -> Response:
     caller = page_caller(request, "analyst")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         found = dead_letter(connection, letter_id)
     if found is None:
         raise NotFound(f"no dead letter {letter_id}")
@@ -285,7 +286,7 @@ def deadletter(request: Request, letter_id: int) -> Response:
 @router.get("/deadletters/{letter_id}/raw", include_in_schema=False)
 def deadletter_download(request: Request, letter_id: int) -> Response:
     caller = page_caller(request, "analyst")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         found = dead_letter(connection, letter_id)
     if found is None:
         raise NotFound(f"no dead letter {letter_id}")
@@ -298,7 +299,7 @@ def search(request: Request, q: Annotated[str, Query(max_length=500)] = "") -> R
     caller = page_caller(request)
     found: dict[str, Any] | None = None
     if q.strip():
-        with store_of(request).connect() as connection:
+        with db(request) as connection:
             found = data.search(connection, q)
         if not caller.principal.may("analyst"):
             found["reports"] = []
@@ -316,7 +317,7 @@ def search(request: Request, q: Annotated[str, Query(max_length=500)] = "") -> R
 @router.get("/admin/tokens", include_in_schema=False)
 def tokens(request: Request) -> Response:
     caller = page_caller(request, "admin")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         rows = [token_document(info) for info in access.list_tokens(connection)]
     return render(
         request, "tokens.html", caller, rows=rows, created=None, roles=access.ROLES, twin="/api/v1/tokens"
@@ -339,7 +340,7 @@ async def create_token(request: Request) -> Response:
 def _create_token(request: Request, caller: Caller, name: str, role: str, expires: str) -> Response:
     now = datetime.now(UTC)
     lifetime = access.parse_lifetime(expires) if expires.strip() else None
-    with store_of(request).engine.begin() as connection:
+    with db(request, write=True) as connection:
         token = access.create_token(connection, name, role, now=now, expires=lifetime)
         access.audit(
             connection,
@@ -371,7 +372,7 @@ async def revoke_token(request: Request, which: str) -> Response:
 
 def _revoke_token(request: Request, caller: Caller, which: str) -> Response:
     now = datetime.now(UTC)
-    with store_of(request).engine.begin() as connection:
+    with db(request, write=True) as connection:
         info = access.revoke_token(connection, which[:100], now=now)
         if info is None:
             raise NotFound(f"no token {which[:100]}")
@@ -383,13 +384,14 @@ def _revoke_token(request: Request, caller: Caller, which: str) -> Response:
             client=caller.client,
             now=now,
         )
+    request.app.state.tokens.clear()  # committed: in force here at once, not after the cache's seconds
     return RedirectResponse("/admin/tokens", status_code=303)
 
 
 @router.get("/admin/audit", include_in_schema=False)
 def audit(request: Request, limit: Top = 200) -> Response:
     caller = page_caller(request, "admin")
-    with store_of(request).connect() as connection:
+    with db(request) as connection:
         entries = access.audit_entries(connection, limit=limit)
     return render(request, "audit.html", caller, entries=entries, twin=f"/api/v1/audit?limit={limit}")
 
