@@ -82,6 +82,25 @@ def exact_counts(connection: Connection, kind: str, key: str, since: datetime) -
     return len(reporters), len(traps)
 
 
+def last_seen_many(
+    connection: Connection, kind: str, keys: Iterable[str], since: datetime
+) -> dict[str, datetime]:
+    """The newest junk report after `since` about each offender, in one query per chunk of keys."""
+    o, r = m.report_offenders, m.reports
+    out: dict[str, datetime] = {}
+    for chunk in _chunks(sorted(set(keys))):
+        query = (
+            select(o.c.key, func.max(o.c.seen_at))
+            .select_from(o.join(r, r.c.report_id == o.c.report_id))
+            .where(o.c.kind == kind, o.c.key.in_(chunk), o.c.seen_at > since, r.c.junk.is_(True))
+            .group_by(o.c.key)
+        )
+        for key, moment in connection.execute(query):
+            if moment is not None:
+                out[key] = utc(moment)
+    return out
+
+
 def last_seen(connection: Connection, kind: str, key: str) -> datetime | None:
     """The newest junk report about the offender (walks its index backwards, stops at the first)."""
     o, r = m.report_offenders, m.reports

@@ -21,12 +21,13 @@ from typing import Any
 from sqlalchemy import Connection, and_, desc, func, insert, or_, select, update
 
 from abusepipe.errors import AbusepipeError, ConfigError
-from blocklist.evidence import exact_counts, hourly_counts, last_seen
+from blocklist.evidence import exact_counts, hourly_counts, last_seen_many
 from blocklist.keys import normalize
 from blocklist.policy import ADDRESS_KINDS, LISTABLE, ListingPolicy
 from parsers.attribution import network_of
 from sinks import models as m
 from sinks.queries import utc
+from sinks.store import do_nothing, insert_rows
 
 POLICY = "policy"
 """The actor of what the listing policy does by itself."""
@@ -43,6 +44,9 @@ EVENTS = (
 STATES = ("listed", "delisted", "expired")
 EXTENDED_EVERY = timedelta(hours=1)
 """A listing kept alive by a stream of reports gets an `extended` event at most this often."""
+EXTEND_EVERY = timedelta(minutes=10)
+"""A listing in force is extended by new evidence at most this often: a source reported every second
+costs one look every ten minutes, not one per batch (its expiry trails the evidence by at most this)."""
 L = m.listings
 
 
@@ -298,17 +302,7 @@ def _list(
     ttl: timedelta | None = None,
 ) -> Change | None:
     """List, relist or extend `key`; the change made, or None when there was none to make."""
-    ttl_seconds = int(ttl.total_seconds()) if ttl is not None else 0
-    values: dict[str, Any] = {
-        "state": "listed",
-        "origin": origin,
-        "reason": reason,
-        "reason_code": code,
-        "expires_at": expires_at,
-        "ttl_seconds": ttl_seconds,
-        "last_evidence_at": last,
-        "updated_at": now,
-    }
+    values = _values(reason, code, last=last, expires_at=expires_at, ttl=ttl, now=now, origin=origin)
     if existing is None:
         values |= {"kind": kind, "key": key, "listed_at": now, "network": _network(kind, key)}
         if not _insert(connection, values):
@@ -351,6 +345,13 @@ def _expiry(listing: Listing, at: datetime) -> Change:
     return Change(listing.kind, listing.key, "expired", reason, POLICY, at)
 
 
+def ended_since(connection: Connection, since: datetime) -> list[tuple[str, str]]:
+    """The listings delisted or expired (as stored) since `since`: a writer forgets what it thought
+    settled about them."""
+    query = select(L.c.kind, L.c.key).where(L.c.updated_at > since, L.c.state != "listed")
+    return [(row.kind, row.key) for row in connection.execute(query)]
+
+
 def expire_due(connection: Connection, now: datetime) -> list[Change]:
     """Write down the listings whose TTL has run out (each event at the moment it expired)."""
     query = select(L).where(L.c.state == "listed", L.c.expires_at <= now)
@@ -376,27 +377,50 @@ def _why(policy: ListingPolicy, counts: tuple[int, int]) -> tuple[str, str]:
     return f"{counts[1]} spam traps caught it within {window}", "traps"
 
 
+Settled = dict[tuple[str, str], datetime]
+"""(kind, key) → until when its listing needs no look (a writer's memory of `_settled`)."""
+
+
 def evaluate_keys(
-    connection: Connection, policy: ListingPolicy, kind: str, keys: Iterable[str], now: datetime
+    connection: Connection,
+    policy: ListingPolicy,
+    kind: str,
+    keys: Iterable[str],
+    now: datetime,
+    *,
+    settled: Settled | None = None,
 ) -> list[Change]:
-    """Apply the policy to offenders of one kind (not `network`: networks follow their IPs)."""
+    """Apply the policy to offenders of one kind (not `network`: networks follow their IPs).
+
+    `settled`, kept by a long-running writer across batches, spares it even the look at listings it
+    knows need none: the sources of a flood are listed once and then cost nothing per batch."""
     if kind not in policy.kinds or kind == "network":
         return []
     candidates = [key for key in set(keys) if policy.never(kind, key) is None]
+    if settled is not None:
+        candidates = [key for key in candidates if settled.get((kind, key), now) <= now]
     if not candidates:
         return []
     since = now - policy.window
-    upper = hourly_counts(connection, kind, candidates, since, full_hours=False)
-    likely = sorted(key for key, counts in upper.items() if _meets(policy, counts))
-    if not likely:
+    existing = load(connection, kind, candidates)  # a flood's sources are listed already: no counting
+    unsettled = [key for key in candidates if not _settled(existing.get(key), now)]
+    if settled is not None:
+        for key, held in existing.items():
+            until = _settled_until(held, now)
+            if until is not None:
+                settled[(kind, key)] = until
+    if not unsettled:
         return []
-    existing = load(connection, kind, likely)
-    lower = hourly_counts(connection, kind, likely, since, full_hours=True)
+    upper = hourly_counts(connection, kind, unsettled, since, full_hours=False)
+    todo = sorted(key for key, counts in upper.items() if _meets(policy, counts))
+    if not todo:
+        return []
+    lower = hourly_counts(connection, kind, todo, since, full_hours=True)
+    newest = last_seen_many(connection, kind, todo, since)
     changes: list[Change] = []
-    for key in likely:
+    new: list[tuple[dict[str, Any], Change]] = []  # first listings: inserted together below
+    for key in todo:
         listing = existing.get(key)
-        if listing is not None and listing.origin == "manual" and listing.in_force(now):
-            continue  # the analyst's decision stands
         ended = listing.ended(now) if listing is not None else None
         if ended is not None and ended > since:  # only what came after the delisting counts
             counts = exact_counts(connection, kind, key, ended)
@@ -406,13 +430,85 @@ def evaluate_keys(
                 counts = exact_counts(connection, kind, key, since)
         if not _meets(policy, counts):
             continue
-        last = last_seen(connection, kind, key) or now
+        last = newest.get(key) or now
+        if listing is None:
+            reason, code = _why(policy, counts)
+            expires_at = last + policy.ttl
+            if expires_at > now:
+                values = _values(
+                    reason, code, last=last, expires_at=expires_at, ttl=policy.ttl, now=now, origin="policy"
+                )
+                values |= {"kind": kind, "key": key, "listed_at": now, "network": _network(kind, key)}
+                new.append((values, Change(kind, key, "listed", reason, POLICY, now, expires_at)))
+            continue
         change = _apply(
             connection, policy, kind=kind, key=key, listing=listing, counts=counts, last=last, now=now
         )
         if change is not None:
             changes.append(change)
+    listed = _insert_many(connection, new)
+    if settled is not None:
+        for change in listed:
+            until = min(now + EXTEND_EVERY, change.expires_at or now + EXTEND_EVERY)
+            settled[(change.kind, change.key)] = until
+    return changes + listed
+
+
+def _insert_many(connection: Connection, new: list[tuple[dict[str, Any], Change]]) -> list[Change]:
+    """New listings in a few statements (a flood of new sources lists hundreds per batch); those
+    another writer inserted first are left to it, with their events."""
+    if not new:
+        return []
+    rows = [values for values, _ in new]
+    inserted = {row[0] for row in insert_rows(connection, L, rows, conflict=do_nothing, returning=[L.c.key])}
+    changes = [change for values, change in new if values["key"] in inserted]
+    events = [
+        {"kind": c.kind, "key": c.key, "at": c.at, "event": c.event, "actor": c.actor, "reason": c.reason}
+        for c in changes
+    ]
+    insert_rows(connection, m.listing_events, events)
     return changes
+
+
+def _values(
+    reason: str,
+    code: str,
+    *,
+    last: datetime | None,
+    expires_at: datetime | None,
+    ttl: timedelta | None,
+    now: datetime,
+    origin: str,
+) -> dict[str, Any]:
+    return {
+        "state": "listed",
+        "origin": origin,
+        "reason": reason,
+        "reason_code": code,
+        "expires_at": expires_at,
+        "ttl_seconds": int(ttl.total_seconds()) if ttl is not None else 0,
+        "last_evidence_at": last,
+        "updated_at": now,
+    }
+
+
+def _settled_until(listing: Listing, now: datetime) -> datetime | None:
+    if not _settled(listing, now):
+        return None
+    if listing.origin == "manual" or listing.last_evidence_at is None:
+        return now + EXTEND_EVERY  # looked at again now and then: an analyst may lift it
+    until = listing.last_evidence_at + EXTEND_EVERY
+    return min(until, listing.expires_at) if listing.expires_at is not None else until
+
+
+def _settled(listing: Listing | None, now: datetime) -> bool:
+    """Nothing to do for now: a manual listing in force (the analyst's decision stands), or a policy
+    listing in force whose evidence was looked at less than EXTEND_EVERY ago."""
+    if listing is None or not listing.in_force(now):
+        return False
+    if listing.origin == "manual":
+        return True
+    return listing.last_evidence_at is not None and now - listing.last_evidence_at < EXTEND_EVERY
 
 
 def _apply(
@@ -509,7 +605,12 @@ def recount_networks(
 
 
 def evaluate_touched(
-    connection: Connection, policy: ListingPolicy, touched: Iterable[tuple[str, str]], now: datetime
+    connection: Connection,
+    policy: ListingPolicy,
+    touched: Iterable[tuple[str, str]],
+    now: datetime,
+    *,
+    settled: Settled | None = None,
 ) -> list[Change]:
     """Re-evaluate the offenders a committed batch counted new junk against."""
     by_kind: dict[str, set[str]] = {}
@@ -518,7 +619,7 @@ def evaluate_touched(
             by_kind.setdefault(kind, set()).add(key)
     changes: list[Change] = []
     for kind, keys in sorted(by_kind.items()):
-        changes += evaluate_keys(connection, policy, kind, keys, now)
+        changes += evaluate_keys(connection, policy, kind, keys, now, settled=settled)
     networks = {network_of(c.key) for c in changes if c.kind == "ip"}
     changes += recount_networks(connection, policy, (n for n in networks if n), now)
     return changes

@@ -553,10 +553,10 @@ def write_rows(
     for report in reports:
         by_id.setdefault(report.report_id, report)
     unique_raw = list({row["sha256"]: row for row in raw_rows}.values())
-    insert_rows(connection, m.raw_messages, unique_raw, conflict=_do_nothing)
+    insert_rows(connection, m.raw_messages, unique_raw, conflict=do_nothing)
     report_rows = [_report_row(report) for report in by_id.values()]
     inserted = insert_rows(
-        connection, m.reports, report_rows, conflict=_do_nothing, returning=[m.reports.c.report_id]
+        connection, m.reports, report_rows, conflict=do_nothing, returning=[m.reports.c.report_id]
     )
     new_ids = [row[0] for row in inserted]
     new_letters: list[Any] = []
@@ -566,7 +566,7 @@ def write_rows(
             connection,
             m.deadletters,
             unique,
-            conflict=_do_nothing,
+            conflict=do_nothing,
             returning=[m.deadletters.c.received_at],
         )
     result.dead_lettered = len(dead_rows)
@@ -671,19 +671,19 @@ def _aggregate(connection: Connection, new: list[PreparedReport]) -> None:
                 if report.format == "trap":
                     trap_hours.add((kind, key, hour, reporter))
 
-    insert_rows(connection, m.report_offenders, links, conflict=_do_nothing)
+    insert_rows(connection, m.report_offenders, links, conflict=do_nothing)
     insert_rows(connection, m.report_urls, urls)
     if reporter_hours:
         rows = [{"kind": k, "key": key, "hour": h, "reporter": r} for k, key, h, r in sorted(reporter_hours)]
-        insert_rows(connection, m.offender_reporter_hours, rows, conflict=_do_nothing)
+        insert_rows(connection, m.offender_reporter_hours, rows, conflict=do_nothing)
     if trap_hours:
         rows = [{"kind": k, "key": key, "hour": h, "trap": t} for k, key, h, t in sorted(trap_hours)]
-        insert_rows(connection, m.offender_trap_hours, rows, conflict=_do_nothing)
+        insert_rows(connection, m.offender_trap_hours, rows, conflict=do_nothing)
     if reporter_pairs:
         rows = [{"kind": k, "key": key, "reporter": r} for k, key, r in sorted(reporter_pairs)]
         table = m.offender_reporters
         added = insert_rows(
-            connection, table, rows, conflict=_do_nothing, returning=[table.c.kind, table.c.key]
+            connection, table, rows, conflict=do_nothing, returning=[table.c.kind, table.c.key]
         )
         for kind, key in added:  # a reporter new to this offender: one more distinct reporter
             totals[(kind, key)]["reporters"] += 1
@@ -706,7 +706,7 @@ def _aggregate(connection: Connection, new: list[PreparedReport]) -> None:
     insert_rows(connection, m.offender_hours, hour_rows, conflict=add_hours)
 
 
-def _do_nothing(stmt: Any) -> Any:
+def do_nothing(stmt: Any) -> Any:
     return stmt.on_conflict_do_nothing()
 
 

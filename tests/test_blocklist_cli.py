@@ -227,7 +227,7 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def entry(kind: str, key: str, code: str = "reports") -> Entry:
-    return Entry(kind, key, "why", code, "policy", NOW, NOW + timedelta(days=1))
+    return Entry(kind, key, code, "why", "policy", NOW.isoformat(), (NOW + timedelta(days=1)).isoformat())
 
 
 def test_rbldnsd_rendering() -> None:

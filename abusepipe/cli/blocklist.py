@@ -267,7 +267,7 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
     def export_once() -> tuple[bool, int]:
         with store.connect() as connection:
-            listed = entries(connection, _now(), kinds=args.kind)
+            listed = entries(connection, _now(), kinds=args.kind, full=args.format == "json")
         text = render(args.format, listed, settings.portal_url)
         if args.output is None:
             sys.stdout.write(text)
