@@ -11,7 +11,8 @@ COPY ingest ./ingest
 COPY sinks ./sinks
 COPY web ./web
 COPY blocklist ./blocklist
-RUN pip install . && useradd --system --uid 10001 --home-dir /var/lib/abusepipe --create-home abusepipe
+RUN pip install . && useradd --system --uid 10001 --home-dir /var/lib/abusepipe --create-home abusepipe \
+    && mkdir /zones && chown abusepipe /zones
 
 USER abusepipe
 ENV ABUSEPIPE_DATA_DIR=/var/lib/abusepipe
