@@ -145,6 +145,28 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8081/",
         description="the delist portal's public URL, named in every rejection and TXT record",
     )
+    portal_listen: str = "127.0.0.1:8081"
+    portal_forwarded_allow_ips: str | None = Field(
+        default=None, description="proxies whose X-Forwarded-* headers are trusted (default: none)"
+    )
+    portal_secret: SecretStr | None = Field(
+        default=None, description="signs the portal's CSRF tokens (default: random at each start)"
+    )
+    portal_link_minutes: float = Field(default=30.0, gt=0, le=24 * 60, description="a link's lifetime")
+    portal_self_delistings: int = Field(
+        default=2, ge=0, description="self-service delistings of one IP per 30 days before review"
+    )
+    portal_client_requests: int = Field(default=10, ge=1, description="requests per client address per hour")
+    portal_email_requests: int = Field(default=5, ge=1, description="requests per e-mail address per day")
+    portal_ip_requests: int = Field(default=5, ge=1, description="requests per listed IP per day")
+    mail_relay: str | None = Field(default=None, description="host:port of the relay for outgoing mail")
+    mail_from: str = Field(default="abusepipe@localhost", description="the From of outgoing mail")
+    mail_starttls: bool = Field(default=False, description="require STARTTLS with the relay")
+    mail_username: str | None = None
+    mail_password: SecretStr | None = None
+    mail_retry_seconds: float = Field(
+        default=60.0, gt=0, description="the first retry after a failed delivery (doubling, up to an hour)"
+    )
     policy_listen: str = "127.0.0.1:10040"
     policy_refresh: float = Field(
         default=5.0, gt=0, le=10, description="seconds between the policy server's looks at the store"

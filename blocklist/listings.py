@@ -22,7 +22,7 @@ from sqlalchemy import Connection, and_, desc, func, insert, or_, select, update
 
 from abusepipe.errors import AbusepipeError, ConfigError
 from blocklist.evidence import exact_counts, hourly_counts, last_seen_many
-from blocklist.keys import normalize
+from blocklist.keys import MIN_PREFIX, normalize
 from blocklist.policy import ADDRESS_KINDS, LISTABLE, ListingPolicy
 from parsers.attribution import network_of
 from sinks import models as m
@@ -219,21 +219,23 @@ def history(connection: Connection, kind: str, key: str, *, limit: int = 200) ->
 
 
 def covering(connection: Connection, ip: str, now: datetime) -> list[Listing]:
-    """The listings in force that cover an address: its own and any network's that contains it."""
+    """The listings in force that cover an address: its own and any network's that contains it (one
+    indexed look per prefix a network listing may have, never a scan of the network listings)."""
     address = ipaddress.ip_address(ip)
-    found = [x for x in [get(connection, "ip", str(address))] if x is not None and x.in_force(now)]
+    widest = MIN_PREFIX[address.version]
+    candidates = [
+        str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+        for prefix in range(widest, address.max_prefixlen + 1)
+    ]
     query = select(L).where(
-        L.c.kind == "network",
-        L.c.state == "listed",
-        or_(L.c.expires_at.is_(None), L.c.expires_at > now),
+        or_(
+            and_(L.c.kind == "ip", L.c.key == str(address)),
+            and_(L.c.kind == "network", L.c.key.in_(candidates)),
+        )
     )
-    nets = [Listing.of(row) for row in connection.execute(query)] if _has_networks(connection) else []
-    found += [x for x in nets if address in ipaddress.ip_network(x.key, strict=False)]
-    return found
-
-
-def _has_networks(connection: Connection) -> bool:
-    return connection.execute(select(L.c.key).where(L.c.kind == "network").limit(1)).first() is not None
+    found = [Listing.of(row) for row in connection.execute(query)]
+    in_force = [x for x in found if x.in_force(now)]
+    return sorted(in_force, key=lambda x: -ipaddress.ip_network(x.key, strict=False).prefixlen)
 
 
 # --- writing --------------------------------------------------------------------------------------------
@@ -251,6 +253,10 @@ def _record(connection: Connection, change: Change) -> Change:
         )
     )
     return change
+
+
+record = _record
+"""Write one event to a listing's history (the portal's `delist-requested`, an analyst's `refused`)."""
 
 
 def _insert(connection: Connection, values: dict[str, Any]) -> bool:
@@ -765,6 +771,7 @@ __all__ = [
     "get",
     "history",
     "listings",
+    "record",
     "recount_networks",
     "remove",
 ]

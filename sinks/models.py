@@ -277,3 +277,44 @@ listing_events = Table(
     Column("reason", Text, nullable=False),
     Index("ix_listing_events_key", "kind", "key", "at"),
 )
+
+delist_requests = Table(
+    "delist_requests",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("ip", String(64), nullable=False),
+    Column("email", String(254), nullable=False, comment="the requester's address (personal data)"),
+    Column("token_hash", String(64), nullable=False, unique=True, comment="SHA-256 of the link's secret"),
+    Column("lang", String(8), nullable=False),
+    Column("client", String(64), nullable=False, comment="the address the request came from"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, comment="the link's end"),
+    Column("used_at", DateTime(timezone=True), comment="when the link was used (once)"),
+    Column(
+        "state",
+        String(16),
+        nullable=False,
+        comment="mailed, delisted, queued, approved, refused, not-listed",
+    ),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decided_by", String(100)),
+    Column("decision", Text, comment="the analyst's reason, sent to the requester"),
+    Index("ix_delist_requests_ip", "ip", "created_at"),
+    Index("ix_delist_requests_email", "email", "created_at"),
+    Index("ix_delist_requests_state", "state", "created_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("recipient", String(254), nullable=False),
+    Column("purpose", String(32), nullable=False, comment="delist-confirm, delist-decision, ..."),
+    Column("message", LargeBinary, nullable=False, comment="the RFC 5322 message as sent"),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("last_error", Text, comment="the relay's last refusal or the connection error"),
+    Index("ix_outbox_due", "sent_at", "next_attempt_at"),
+)

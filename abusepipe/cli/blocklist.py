@@ -77,6 +77,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     store_option(evaluate)
     evaluate.set_defaults(run=run_evaluate)
 
+    from abusepipe.cli.portal import add_request_commands
+
+    add_request_commands(actions)
     export = actions.add_parser("export", help="the listings in force, for rbldnsd, Postfix and others")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--output", type=Path, metavar="FILE", help="default: standard output")

@@ -20,9 +20,9 @@ from sinks.queries import (
     report_document,
     report_raw,
 )
+from web.connections import db
 from web.console import data
 from web.console.auth import Caller, Denied, NotFound, identify, require
-from web.console.connections import db
 from web.console.rankings import RankingCache
 
 router = APIRouter(prefix="/api/v1")

@@ -23,9 +23,9 @@ from starlette.types import ASGIApp
 from abusepipe import __version__
 from abusepipe.errors import ConfigError, Unavailable
 from sinks.store import ReportStore
+from web.connections import RequestConnections
 from web.console import api, pages
 from web.console.auth import Denied, LoginThrottle, NotFound, TokenCache
-from web.console.connections import RequestConnections
 from web.console.rankings import RankingCache
 from web.headers import SecurityHeaders
 

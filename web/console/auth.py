@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from fastapi import Request
 
 from sinks.access import Principal, Role, Session, authenticate, session_of, touch_token
-from web.console.connections import db
+from web.connections import db
 
 COOKIE = "abusepipe_session"
 LOGIN_FAILURES = 10

@@ -15,6 +15,7 @@ from sinks import access
 from sinks.kinds import KINDS
 from sinks.queries import dead_letter, offender_detail, report_document, report_raw
 from web.charts import bar_chart
+from web.connections import db
 from web.console import data
 from web.console.api import (
     Kind,
@@ -28,7 +29,6 @@ from web.console.api import (
     token_document,
 )
 from web.console.auth import COOKIE, Caller, Denied, NotFound, check_csrf, client_of, identify, require
-from web.console.connections import db
 
 router = APIRouter()
 RAW_SHOWN = 256 * 1024

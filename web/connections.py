@@ -1,4 +1,5 @@
-"""One database connection per request, shared by authentication, the queries and the audit row.
+"""One database connection per request (the console and the portal), shared by authentication, the
+queries and the audit row.
 
 A console request used to check out three pooled connections (who is asking, what they asked for, the
 audit row), each with its pre-ping and its own transaction: twelve round trips where five do. The
@@ -21,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sinks.store import ReportStore, store_errors
 
 _KEY = "abusepipe.connection"
-log = logging.getLogger("abusepipe.console")
+log = logging.getLogger("abusepipe.web")
 
 
 def store_of(request: Request) -> ReportStore:

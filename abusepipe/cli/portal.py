@@ -1,0 +1,281 @@
+"""The delist portal `portal`, the analyst queue `blocklist requests list|approve|refuse` (added to the
+`blocklist` group), and the outgoing mail `outbox list|flush`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from abusepipe.cli.common import (
+    EXIT_OK,
+    cli_actor,
+    display_url,
+    listen_address,
+    open_store,
+    positive,
+    say,
+    store_option,
+    store_url,
+)
+from abusepipe.errors import ConfigError
+from abusepipe.output import FORMATS, render
+
+if TYPE_CHECKING:
+    from abusepipe.settings import Settings
+    from blocklist.delist import RequestLimits
+    from sinks.mailer import MailRelay, OutboxSender
+    from sinks.store import ReportStore
+
+REQUEST_COLUMNS = ["id", "ip", "email", "state", "created_at", "confirmed_at", "decided_by", "decision"]
+OUTBOX_COLUMNS = [
+    "id",
+    "recipient",
+    "purpose",
+    "attempts",
+    "created_at",
+    "sent_at",
+    "next_attempt_at",
+    "last_error",
+]
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    portal = commands.add_parser("portal", help="the public self-service delist portal (HTTP)")
+    portal.add_argument(
+        "--listen", metavar="HOST:PORT", help="default: ABUSEPIPE_PORTAL_LISTEN or 127.0.0.1:8081"
+    )
+    portal.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="trust X-Forwarded-For/-Proto from these proxies (comma-separated; default: none)",
+    )
+    store_option(portal)
+    portal.set_defaults(run=run_portal)
+
+    box = commands.add_parser("outbox", help="outgoing mail: what waits, what was sent")
+    actions = box.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the newest mails (never their bodies)")
+    listing.add_argument("--unsent", action="store_true", help="only mails not delivered yet")
+    listing.add_argument("--limit", type=positive, default=100)
+    listing.add_argument("--format", choices=FORMATS, default="table")
+    store_option(listing)
+    listing.set_defaults(run=run_outbox_list)
+    flush = actions.add_parser("flush", help="deliver every unsent mail now through ABUSEPIPE_MAIL_RELAY")
+    store_option(flush)
+    flush.set_defaults(run=run_outbox_flush)
+
+
+def add_request_commands(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`blocklist requests ...`: the delisting requests that wait for an analyst."""
+    requests = actions.add_parser("requests", help="delisting requests from the portal (the review queue)")
+    verbs = requests.add_subparsers(dest="verb", required=True, metavar="ACTION")
+    listing = verbs.add_parser("list", help="requests (default: those waiting for review)")
+    listing.add_argument(
+        "--state",
+        default="queued",
+        choices=["queued", "mailed", "delisted", "approved", "refused", "not-listed", "all"],
+    )
+    listing.add_argument("--limit", type=positive, default=200)
+    listing.add_argument("--format", choices=FORMATS, default="table")
+    store_option(listing)
+    listing.set_defaults(run=run_requests_list)
+    for verb, approve in (("approve", True), ("refuse", False)):
+        decide = verbs.add_parser(
+            verb,
+            help="delist what covers the IP and tell the requester" if approve else "tell the requester no",
+        )
+        decide.add_argument("id", type=int, metavar="ID")
+        decide.add_argument("--reason", required=True, help="sent to the requester")
+        store_option(decide)
+        decide.set_defaults(run=run_requests_decide, approve=approve)
+
+
+def limits_of(settings: Settings) -> RequestLimits:
+    from blocklist.delist import RequestLimits
+
+    return RequestLimits(
+        link_lifetime=timedelta(minutes=settings.portal_link_minutes),
+        self_delistings=settings.portal_self_delistings,
+        per_email_per_day=settings.portal_email_requests,
+        per_ip_per_day=settings.portal_ip_requests,
+    )
+
+
+def relay_of(settings: Settings) -> MailRelay | None:
+    from sinks.mailer import MailRelay
+
+    if not settings.mail_relay:
+        return None
+    return MailRelay.parse(
+        settings.mail_relay,
+        sender=settings.mail_from,
+        starttls=settings.mail_starttls,
+        username=settings.mail_username,
+        password=settings.mail_password,
+    )
+
+
+def sender_of(store: ReportStore, settings: Settings) -> OutboxSender:
+    from sinks.mailer import OutboxSender
+
+    return OutboxSender(store, relay_of(settings), first_retry=settings.mail_retry_seconds)
+
+
+def _check_mail_from(settings: Settings) -> None:
+    value = settings.mail_from
+    if "@" not in value or any(ch in value for ch in '\r\n\0<>" ,;'):
+        raise ConfigError(
+            f"ABUSEPIPE_MAIL_FROM {value[:80]!r}: give a plain address, e.g. delist@example.net"
+        )
+
+
+def run_portal(args: argparse.Namespace, settings: Settings) -> int:
+    import secrets
+
+    import uvicorn
+
+    from sinks.store import ReportStore
+    from web.portal.app import PortalConfig, create_app
+
+    host, port = listen_address(args.listen or settings.portal_listen, "--listen", default_host="127.0.0.1")
+    if not settings.portal_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"ABUSEPIPE_PORTAL_URL {settings.portal_url!r}: give the portal's public http(s) URL"
+        )
+    _check_mail_from(settings)
+    url = store_url(args, settings)
+    store = ReportStore.open(url)
+    sender = sender_of(store, settings)
+    secret = (
+        settings.portal_secret.get_secret_value().encode()
+        if settings.portal_secret
+        else secrets.token_bytes(32)
+    )
+    config = PortalConfig(
+        store=store,
+        portal_url=settings.portal_url,
+        mail_from=settings.mail_from,
+        policy=settings.listing_policy(),
+        limits=limits_of(settings),
+        client_requests_per_hour=settings.portal_client_requests,
+        secret=secret,
+        sender=sender,
+        policy_refresh=settings.policy_refresh,
+    )
+    forwarded = args.forwarded_allow_ips or settings.portal_forwarded_allow_ips
+    relay = (
+        f"mail through {settings.mail_relay}"
+        if settings.mail_relay
+        else "no ABUSEPIPE_MAIL_RELAY: mails wait"
+    )
+    public = settings.portal_url
+    say(f"portal on http://{host}:{port}/ (public URL {public}) reading {display_url(url)}; {relay}")
+    sys.stderr.flush()
+    try:
+        uvicorn.run(
+            create_app(config),
+            host=host,
+            port=port,
+            proxy_headers=bool(forwarded),
+            forwarded_allow_ips=forwarded or None,
+            server_header=False,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def run_requests_list(args: argparse.Namespace, settings: Settings) -> int:
+    from blocklist.delist import pending
+
+    store = open_store(args, settings)
+    try:
+        with store.connect() as connection:
+            found = pending(connection, state=None if args.state == "all" else args.state, limit=args.limit)
+    finally:
+        store.close()
+    documents = [request.document() for request in found]
+    if args.format == "json":
+        print(json.dumps(documents, indent=2, ensure_ascii=False))
+    else:
+        print(render(documents, REQUEST_COLUMNS, args.format))
+    return EXIT_OK
+
+
+def run_requests_decide(args: argparse.Namespace, settings: Settings) -> int:
+    from blocklist.delist import decide
+    from sinks import outbox
+    from web.portal import mails
+
+    store = open_store(args, settings)
+    now = datetime.now(UTC)
+    try:
+        with store.transaction() as connection:
+            decided, changes = decide(
+                connection,
+                settings.listing_policy(),
+                args.id,
+                approve=args.approve,
+                reason=args.reason,
+                actor=cli_actor(),
+                now=now,
+            )
+            message = mails.decision(
+                sender=settings.mail_from,
+                request=decided,
+                approved=args.approve,
+                reason=decided.decision or args.reason,
+                portal=settings.portal_url,
+                now=now,
+            )
+            outbox.enqueue(connection, message, purpose="delist-decision", now=now)
+        for change in changes:
+            print(change.line())
+        say(f"request {decided.id} {decided.state}; a mail to {decided.email} is in the outbox")
+        sent, failed = sender_of(store, settings).flush()
+        if failed:
+            say("the relay did not take it yet; the portal keeps trying (abusepipe outbox list --unsent)")
+        elif not sent and not settings.mail_relay:
+            say("no ABUSEPIPE_MAIL_RELAY here: the portal sends it (abusepipe outbox flush)")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def run_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.outbox import mails
+
+    store = open_store(args, settings)
+    try:
+        with store.connect() as connection:
+            found = mails(connection, unsent_only=args.unsent, limit=args.limit)
+    finally:
+        store.close()
+    documents = [mail.document() for mail in found]
+    if args.format == "json":
+        print(json.dumps(documents, indent=2, ensure_ascii=False))
+    else:
+        print(render(documents, OUTBOX_COLUMNS, args.format))
+    return EXIT_OK
+
+
+def run_outbox_flush(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.outbox import retry_now
+
+    if not settings.mail_relay:
+        raise ConfigError("no relay: set ABUSEPIPE_MAIL_RELAY (host:port)")
+    store = open_store(args, settings)
+    try:
+        with store.transaction() as connection:
+            retry_now(connection, datetime.now(UTC))
+        sent, failed = sender_of(store, settings).flush()
+    finally:
+        store.close()
+    say(f"sent {sent} mails; {failed} failed (retried later)")
+    return EXIT_OK if not failed else 1

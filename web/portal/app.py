@@ -1,0 +1,172 @@
+"""The public delist portal (`abusepipe portal`): its own ASGI app and process, never the console's.
+
+It reads and writes only what a sender may see and do: an IP's public status (counts and dates, never a
+reporter, a trap or a message), its own delisting requests, and the outbox. Every page is
+server-rendered with no script, under the same strict headers as the console; every page has a JSON
+twin (`/api/v1/...`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
+
+from abusepipe import __version__
+from abusepipe.errors import Unavailable
+from blocklist.delist import RequestLimits
+from blocklist.policy import ListingPolicy
+from sinks.mailer import OutboxSender
+from sinks.store import ReportStore
+from web.connections import RequestConnections
+from web.headers import SecurityHeaders
+from web.portal import pages
+from web.portal.i18n import LANGUAGES, choose, translations
+from web.portal.limits import ClientLimiter
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("abusepipe.portal")
+
+
+@dataclass(frozen=True, slots=True)
+class PortalConfig:
+    store: ReportStore
+    portal_url: str
+    mail_from: str
+    policy: ListingPolicy = field(default_factory=ListingPolicy)
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    client_requests_per_hour: int = 10
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    """Signs the CSRF tokens of the confirmation pages."""
+    sender: OutboxSender | None = None
+    policy_refresh: float = 5.0
+    """The policy server's refresh, for the page that says when a delisting takes effect."""
+
+
+class Portal:
+    """What the routes share: the configuration, one Jinja2 environment per language, the limiter."""
+
+    def __init__(self, config: PortalConfig) -> None:
+        self.config = config
+        self.limiter = ClientLimiter(config.client_requests_per_hour)
+        self.environments = {lang: self._environment(lang) for lang in LANGUAGES}
+
+    def _environment(self, lang: str) -> Environment:
+        environment = Environment(
+            loader=FileSystemLoader(str(HERE / "templates")),
+            autoescape=select_autoescape(default=True, default_for_string=True),  # every page shows input
+            extensions=["jinja2.ext.i18n"],
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        environment.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
+        environment.globals.update(version=__version__, languages=LANGUAGES, lang=lang)
+        return environment
+
+    def lang(self, request: Request) -> str:
+        return choose(
+            request.query_params.get("lang"),
+            request.cookies.get("lang"),
+            request.headers.get("accept-language"),
+        )
+
+    def render(
+        self, request: Request, name: str, context: dict[str, Any], *, status: int = 200
+    ) -> HTMLResponse:
+        lang = self.lang(request)
+        template = self.environments[lang].get_template(name)
+        html = template.render(switch=self._switch(request), **context)
+        response = HTMLResponse(html, status_code=status, headers={"Content-Language": lang})
+        chosen = request.query_params.get("lang")
+        if chosen in LANGUAGES and chosen != request.cookies.get("lang"):
+            response.set_cookie("lang", chosen, max_age=365 * 86400, samesite="lax", httponly=True)
+        return response
+
+    @staticmethod
+    def _switch(request: Request) -> dict[str, str]:
+        """The language switch's links: this page again (a GET) or the start (after a POST)."""
+        if request.method != "GET":
+            return {lang: f"/?{urlencode({'lang': lang})}" for lang in LANGUAGES}
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+        return {lang: f"{request.url.path}?{urlencode([*params, ('lang', lang)])}" for lang in LANGUAGES}
+
+    def csrf(self, token_hash: str) -> str:
+        return hmac.new(self.config.secret, f"delist:{token_hash}".encode(), hashlib.sha256).hexdigest()
+
+    def link(self, token: str) -> str:
+        return f"{self.config.portal_url.rstrip('/')}/delist/{token}"
+
+
+def portal_of(request: Request) -> Portal:
+    portal: Portal = request.app.state.portal
+    return portal
+
+
+def create_app(config: PortalConfig) -> ASGIApp:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if config.sender is not None:
+            config.sender.start()
+        try:
+            yield
+        finally:
+            if config.sender is not None:
+                config.sender.stop()
+
+    app = FastAPI(
+        title="abusepipe delist portal",
+        version=__version__,
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    portal = Portal(config)
+    app.state.portal = portal
+    app.state.store = config.store  # web.connections reads it
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    def answer(request: Request, status: int, message: str) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=status)
+        return portal.render(
+            request, "error.html", {"status": status, "code": "", "message": message}, status=status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+        return answer(request, 400, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return answer(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> Response:
+        log.warning("%s", exc)
+        return answer(request, 503, "temporarily unavailable; try again in a few minutes")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
+        return answer(request, 500, "internal error; try again later")
+
+    return SecurityHeaders(RequestConnections(app))
