@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import idna
 from sqlalchemy import Connection, and_, desc, func, insert, select, update
 
 from abusepipe.errors import AbusepipeError, ConfigError
@@ -69,7 +70,9 @@ class RequestLimits:
 # --- input ----------------------------------------------------------------------------------------------
 
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
-_DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})"
+)
 
 
 def clean_email(text: str) -> str:
@@ -81,8 +84,8 @@ def clean_email(text: str) -> str:
         raise RequestRefused("bad-email", "not an e-mail address")
     local, _, domain = value.rpartition("@")
     try:
-        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
+        domain = domain if domain.isascii() else idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
         raise RequestRefused("bad-email", "not an e-mail address") from None
     if (
         not _LOCAL.fullmatch(local)

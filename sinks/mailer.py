@@ -74,6 +74,13 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _permanent(exc: BaseException) -> bool:
+    """A 5xx answer: retrying the same mail cannot help."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code >= 500
+
+
 class OutboxSender:
     """Sends what is due; `run` does so in a background thread until stopped, woken early by `wake`."""
 
@@ -109,17 +116,31 @@ class OutboxSender:
                 try:
                     self.relay.send(mail)
                 except (OSError, smtplib.SMTPException) as exc:
+                    permanent = _permanent(exc)
                     with self.store.engine.begin() as connection:
                         due = outbox.failed(
-                            connection, mail, _reason(exc), self.clock(), first_retry=self.first_retry
+                            connection,
+                            mail,
+                            _reason(exc),
+                            self.clock(),
+                            first_retry=self.first_retry,
+                            permanent=permanent,
                         )
-                    log.warning(
-                        "mail %s (%s) not sent, retry at %s: %s",
-                        mail.id,
-                        mail.purpose,
-                        due.isoformat(),
-                        _reason(exc),
-                    )
+                    if due is None:
+                        log.error(
+                            "mail %s (%s) refused by the relay for good, kept in the outbox: %s",
+                            mail.id,
+                            mail.purpose,
+                            _reason(exc),
+                        )
+                    else:
+                        log.warning(
+                            "mail %s (%s) not sent, retry at %s: %s",
+                            mail.id,
+                            mail.purpose,
+                            due.isoformat(),
+                            _reason(exc),
+                        )
                     failures += 1
                     continue
                 with self.store.engine.begin() as connection:

@@ -316,5 +316,6 @@ outbox = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
     Column("last_error", Text, comment="the relay's last refusal or the connection error"),
+    Column("given_up_at", DateTime(timezone=True), comment="set when the relay refused it for good (5xx)"),
     Index("ix_outbox_due", "sent_at", "next_attempt_at"),
 )

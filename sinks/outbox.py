@@ -4,7 +4,8 @@ A mail is queued in the same transaction as what it tells of (a delisting reques
 sender (`sinks.mailer.OutboxSender`) delivers what is due. Each attempt first claims the row for a while
 (a lease), so two processes sharing the outbox (the portal, an analyst's CLI) never send one mail twice;
 a failed attempt is retried with exponential backoff (1 min, 2, 4, ... capped at 1 hour), for as long as
-it takes.
+it takes; a mail the relay refuses for good (5xx) stays in the outbox, marked, until an operator sends
+it again (`abusepipe outbox flush`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class QueuedMail:
     next_attempt_at: datetime
     sent_at: datetime | None
     last_error: str | None
+    given_up_at: datetime | None
 
     @classmethod
     def of(cls, row: Any) -> QueuedMail:
@@ -50,7 +52,14 @@ class QueuedMail:
             next_attempt_at=utc(row.next_attempt_at),
             sent_at=utc(row.sent_at) if row.sent_at is not None else None,
             last_error=row.last_error,
+            given_up_at=utc(row.given_up_at) if row.given_up_at is not None else None,
         )
+
+    @property
+    def state(self) -> str:
+        if self.sent_at is not None:
+            return "sent"
+        return "refused" if self.given_up_at is not None else "waiting"
 
     def document(self) -> dict[str, Any]:
         return {
@@ -59,7 +68,7 @@ class QueuedMail:
             "purpose": self.purpose,
             "attempts": self.attempts,
             "created_at": self.created_at.isoformat(),
-            "next_attempt_at": self.next_attempt_at.isoformat() if self.sent_at is None else None,
+            "next_attempt_at": self.next_attempt_at.isoformat() if self.state == "waiting" else None,
             "sent_at": self.sent_at.isoformat() if self.sent_at else None,
             "last_error": self.last_error,
         }
@@ -74,7 +83,8 @@ def enqueue(connection: Connection, message: EmailMessage, *, purpose: str, now:
                 created_at=now,
                 recipient=recipient[:254],
                 purpose=purpose[:32],
-                message=message.as_bytes(),
+                # CRLF as SMTP sends it: smtplib passes bytes through as they are
+                message=message.as_bytes(policy=message.policy.clone(linesep="\r\n")),
                 attempts=0,
                 next_attempt_at=now,
             )
@@ -87,7 +97,7 @@ def claim_due(connection: Connection, now: datetime, *, limit: int = 20) -> list
     """The mails due now, each claimed for LEASE (committed by the caller before it sends)."""
     rows = connection.execute(
         select(OUT)
-        .where(and_(OUT.c.sent_at.is_(None), OUT.c.next_attempt_at <= now))
+        .where(and_(OUT.c.sent_at.is_(None), OUT.c.given_up_at.is_(None), OUT.c.next_attempt_at <= now))
         .order_by(OUT.c.next_attempt_at, OUT.c.id)
         .limit(limit)
     ).all()
@@ -122,16 +132,23 @@ def failed(
     now: datetime,
     *,
     first_retry: timedelta = FIRST_RETRY,
-) -> datetime:
-    """Record a failed attempt; returns when the next one is due."""
+    permanent: bool = False,
+) -> datetime | None:
+    """Record a failed attempt; returns when the next one is due (None: the relay refused it for good,
+    and it stays in the outbox until `abusepipe outbox flush`)."""
     delay: timedelta = min(MAX_RETRY, first_retry * (2 ** min(mail.attempts, 12)))
     due: datetime = now + delay
     connection.execute(
         update(OUT)
         .where(OUT.c.id == mail.id)
-        .values(attempts=mail.attempts + 1, next_attempt_at=due, last_error=" ".join(error.split())[:500])
+        .values(
+            attempts=mail.attempts + 1,
+            next_attempt_at=due,
+            last_error=" ".join(error.split())[:500],
+            given_up_at=now if permanent else None,
+        )
     )
-    return due
+    return None if permanent else due
 
 
 def mails(connection: Connection, *, unsent_only: bool = False, limit: int = 100) -> list[QueuedMail]:
@@ -142,6 +159,8 @@ def mails(connection: Connection, *, unsent_only: bool = False, limit: int = 100
 
 
 def retry_now(connection: Connection, now: datetime) -> int:
-    """Make every unsent mail due now (after the relay is back, say)."""
-    done = connection.execute(update(OUT).where(OUT.c.sent_at.is_(None)).values(next_attempt_at=now))
+    """Make every unsent mail due now, those refused for good too (after the relay was fixed, say)."""
+    done = connection.execute(
+        update(OUT).where(OUT.c.sent_at.is_(None)).values(next_attempt_at=now, given_up_at=None)
+    )
     return int(done.rowcount or 0)

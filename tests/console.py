@@ -25,12 +25,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def cli(database: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+def cli(
+    database: str, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ABUSEPIPE_")}
     return subprocess.run(
         [*CMD, *args, "--database", database],
         input=stdin.decode() if stdin else None,
-        env={**environment, "PYTHONPATH": str(ROOT)},
+        env={**environment, **(env or {}), "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=300,

@@ -7,6 +7,7 @@ the requester typed can add a header.
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -15,7 +16,16 @@ from blocklist.delist import DelistRequest
 from web.portal.i18n import translations
 
 
+def _wrap(body: str) -> str:
+    """Lines of at most ~76 characters (SMTP allows 998 octets; Cyrillic takes two each), links whole."""
+    return "\n".join(
+        textwrap.fill(line, width=76, break_long_words=False, break_on_hyphens=False) if line else ""
+        for line in body.splitlines()
+    )
+
+
 def _message(sender: str, recipient: str, subject: str, body: str, now: datetime) -> EmailMessage:
+    body = _wrap(body)
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient

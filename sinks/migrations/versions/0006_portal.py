@@ -63,6 +63,12 @@ def upgrade() -> None:
         sa.Column(
             "last_error", sa.Text(), nullable=True, comment="the relay's last refusal or the connection error"
         ),
+        sa.Column(
+            "given_up_at",
+            sa.DateTime(timezone=True),
+            nullable=True,
+            comment="set when the relay refused it for good (5xx)",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
