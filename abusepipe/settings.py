@@ -146,6 +146,9 @@ class Settings(BaseSettings):
         description="the delist portal's public URL, named in every rejection and TXT record",
     )
     portal_listen: str = "127.0.0.1:8081"
+    portal_workers: int = Field(
+        default=1, ge=1, le=64, description="processes serving the portal (one per core)"
+    )
     portal_forwarded_allow_ips: str | None = Field(
         default=None, description="proxies whose X-Forwarded-* headers are trusted (default: none)"
     )

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import idna
-from sqlalchemy import Connection, and_, desc, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, desc, func, insert, select, update
 
 from abusepipe.errors import AbusepipeError, ConfigError
 from blocklist import listings
@@ -65,6 +65,8 @@ class RequestLimits:
     """Self-service delistings of one IP per QUOTA_WINDOW; the next request goes to review."""
     per_email_per_day: int = 5
     per_ip_per_day: int = 5
+    per_client_per_hour: int = 10
+    """Requests made from one address (an IPv6 client's /64) in an hour."""
 
 
 # --- input ----------------------------------------------------------------------------------------------
@@ -192,28 +194,55 @@ def self_service(
     return sender_delistings(connection, ip, now) < limits.self_delistings
 
 
+HISTORY = 50
+_HISTORY = (
+    select(m.listing_events.c.event, m.listing_events.c.at)
+    .where(
+        m.listing_events.c.kind == "ip",
+        m.listing_events.c.key == bindparam("ip"),
+        m.listing_events.c.event != "extended",
+    )
+    .order_by(desc(m.listing_events.c.at), desc(m.listing_events.c.id))
+    .limit(HISTORY)
+)
+
+
+def public_history(connection: Connection, ip: str) -> list[Change]:
+    """What happened to an IP's listing, without the hourly `extended` notes (and never who or why:
+    the page words each event itself)."""
+    rows = connection.execute(_HISTORY, {"ip": ip})
+    return [Change("ip", ip, row.event, "", "", utc(row.at)) for row in rows]
+
+
 def status(
     connection: Connection, policy: ListingPolicy, limits: RequestLimits, ip: str, now: datetime
 ) -> Status:
+    """Two indexed queries for an IP never listed nor reported (most lookups), a few more otherwise."""
     ip = clean_ip(ip)
-    found = listings.covering(connection, ip, now)
-    own = next((x for x in found if x.kind == "ip"), None) or listings.get(connection, "ip", ip)
+    near = listings.around(connection, ip)
+    found = [x for x in near if x.in_force(now)]
+    own = next((x for x in near if x.kind == "ip"), None)
     ended = own.ended(now) if own is not None else None
     since = now - policy.window
     start = max(since, ended) if ended is not None else since
-    reporters, traps = exact_counts(connection, "ip", ip, start)
-    history = tuple(
-        change for change in listings.history(connection, "ip", ip, limit=50) if change.event != "extended"
-    )
+    newest = last_seen(connection, "ip", ip)
+    reporters, traps = exact_counts(connection, "ip", ip, start) if newest and newest > start else (0, 0)
+    history = public_history(connection, ip) if own is not None else []
+    if found and all(x.kind == "ip" and x.origin == "policy" for x in found):
+        recent = [c for c in history if c.event == SENDER and c.at > now - QUOTA_WINDOW]
+        count = len(recent) if len(history) < HISTORY else sender_delistings(connection, ip, now)
+        allowed = count < limits.self_delistings
+    else:
+        allowed = False
     return Status(
         ip=ip,
         listings=tuple(found),
         reporters=reporters,
         traps=traps,
         since=start,
-        last_seen=last_seen(connection, "ip", ip),
-        history=history,
-        self_service=self_service(connection, ip, found, limits, now),
+        last_seen=newest,
+        history=tuple(history),
+        self_service=allowed,
         never=policy.never("ip", ip),
     )
 
@@ -268,8 +297,8 @@ class DelistRequest:
         }
 
 
-def _recent(connection: Connection, column: Any, value: str, now: datetime) -> int:
-    query = select(func.count()).where(column == value, R.c.created_at > now - timedelta(days=1))
+def _recent(connection: Connection, column: Any, value: str, since: datetime) -> int:
+    query = select(func.count()).where(column == value, R.c.created_at > since)
     return int(connection.execute(query).scalar() or 0)
 
 
@@ -285,11 +314,14 @@ def create(
 ) -> tuple[DelistRequest, str]:
     """A new request for a listed IP and its link's secret (returned once, stored hashed)."""
     ip, email = clean_ip(ip), clean_email(email)
+    if _recent(connection, R.c.client, client[:64], now - timedelta(hours=1)) >= limits.per_client_per_hour:
+        raise RequestRefused("rate-client", "too many requests from this address; try again in an hour")
     if not listings.covering(connection, ip, now):
         raise RequestRefused("not-listed", f"{ip} is not listed")
-    if _recent(connection, R.c.email, email, now) >= limits.per_email_per_day:
+    day = now - timedelta(days=1)
+    if _recent(connection, R.c.email, email, day) >= limits.per_email_per_day:
         raise RequestRefused("rate-email", "too many requests for this address today")
-    if _recent(connection, R.c.ip, ip, now) >= limits.per_ip_per_day:
+    if _recent(connection, R.c.ip, ip, day) >= limits.per_ip_per_day:
         raise RequestRefused("rate-ip", "too many requests for this IP today")
     token = secrets.token_urlsafe(32)
     values = {

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, desc, distinct, func, select
+from sqlalchemy import Connection, and_, bindparam, desc, distinct, func, select
 
 from sinks import models as m
 from sinks.queries import utc
@@ -101,15 +101,21 @@ def last_seen_many(
     return out
 
 
+_LAST_SEEN = (
+    select(m.report_offenders.c.seen_at)
+    .select_from(
+        m.report_offenders.join(
+            m.reports,
+            and_(m.reports.c.report_id == m.report_offenders.c.report_id, m.reports.c.junk.is_(True)),
+        )
+    )
+    .where(m.report_offenders.c.kind == bindparam("kind"), m.report_offenders.c.key == bindparam("key"))
+    .order_by(desc(m.report_offenders.c.seen_at))
+    .limit(1)
+)
+
+
 def last_seen(connection: Connection, kind: str, key: str) -> datetime | None:
     """The newest junk report about the offender (walks its index backwards, stops at the first)."""
-    o, r = m.report_offenders, m.reports
-    query = (
-        select(o.c.seen_at)
-        .select_from(o.join(r, and_(r.c.report_id == o.c.report_id, r.c.junk.is_(True))))
-        .where(o.c.kind == kind, o.c.key == key)
-        .order_by(desc(o.c.seen_at))
-        .limit(1)
-    )
-    moment = connection.execute(query).scalar()
+    moment = connection.execute(_LAST_SEEN, {"kind": kind, "key": key}).scalar()
     return utc(moment) if moment is not None else None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, desc, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, desc, func, insert, or_, select, update
 
 from abusepipe.errors import AbusepipeError, ConfigError
 from blocklist.evidence import exact_counts, hourly_counts, last_seen_many
@@ -221,21 +221,40 @@ def history(connection: Connection, kind: str, key: str, *, limit: int = 200) ->
 def covering(connection: Connection, ip: str, now: datetime) -> list[Listing]:
     """The listings in force that cover an address: its own and any network's that contains it (one
     indexed look per prefix a network listing may have, never a scan of the network listings)."""
-    address = ipaddress.ip_address(ip)
-    widest = MIN_PREFIX[address.version]
-    candidates = [
-        str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
-        for prefix in range(widest, address.max_prefixlen + 1)
-    ]
-    query = select(L).where(
-        or_(
-            and_(L.c.kind == "ip", L.c.key == str(address)),
-            and_(L.c.kind == "network", L.c.key.in_(candidates)),
-        )
+    return [x for x in around(connection, ip) if x.in_force(now)]
+
+
+_AROUND = select(L).where(
+    or_(
+        and_(L.c.kind == "ip", L.c.key == bindparam("ip")),
+        and_(L.c.kind == "network", L.c.key.in_(bindparam("networks", expanding=True))),
     )
-    found = [Listing.of(row) for row in connection.execute(query)]
-    in_force = [x for x in found if x.in_force(now)]
-    return sorted(in_force, key=lambda x: -ipaddress.ip_network(x.key, strict=False).prefixlen)
+)
+
+
+def prefixes(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[str]:
+    """Every network a listing may name that holds `address`, as the keys are written (`str` of the
+    network), from the widest allowed to the address itself; integer arithmetic, as this is on the
+    portal's every lookup."""
+    bits = address.max_prefixlen
+    value = int(address)
+    out = []
+    for prefix in range(MIN_PREFIX[address.version], bits + 1):
+        masked = value & ~((1 << (bits - prefix)) - 1)
+        if address.version == 4:
+            text = f"{masked >> 24}.{(masked >> 16) & 255}.{(masked >> 8) & 255}.{masked & 255}"
+        else:
+            text = str(ipaddress.IPv6Address(masked))
+        out.append(f"{text}/{prefix}")
+    return out
+
+
+def around(connection: Connection, ip: str) -> list[Listing]:
+    """Every listing of an address or of a network holding it, in force or not, narrowest first."""
+    address = ipaddress.ip_address(ip)
+    rows = connection.execute(_AROUND, {"ip": str(address), "networks": prefixes(address)})
+    found = [Listing.of(row) for row in rows]
+    return sorted(found, key=lambda x: -ipaddress.ip_network(x.key, strict=False).prefixlen)
 
 
 # --- writing --------------------------------------------------------------------------------------------

@@ -302,6 +302,7 @@ delist_requests = Table(
     Index("ix_delist_requests_ip", "ip", "created_at"),
     Index("ix_delist_requests_email", "email", "created_at"),
     Index("ix_delist_requests_state", "state", "created_at"),
+    Index("ix_delist_requests_client", "client", "created_at"),
 )
 
 outbox = Table(

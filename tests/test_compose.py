@@ -28,9 +28,9 @@ def compose() -> dict[str, Any]:
 def test_services_volumes_and_health_checks(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {
-        "kafka", "postgres", "topics", "consumer", "intake", "spool", "console", "policy", "zones"
+        "kafka", "postgres", "topics", "consumer", "intake", "spool", "console", "policy", "zones", "portal"
     }  # fmt: skip
-    for name in ("kafka", "postgres", "consumer", "intake", "console", "policy", "zones"):  # long-running
+    for name in ("kafka", "postgres", "consumer", "intake", "console", "policy", "zones", "portal"):
         check = services[name]["healthcheck"]
         assert check["test"][0] in ("CMD", "CMD-SHELL") and check["retries"] >= 3
         assert services[name]["restart"] == "unless-stopped"
@@ -56,7 +56,7 @@ def test_start_order_waits_for_health(compose: dict[str, Any]) -> None:
 
 def test_abusepipe_services_run_real_commands_with_real_settings(compose: dict[str, Any]) -> None:
     fields = {f"ABUSEPIPE_{name.upper()}" for name in Settings.model_fields}
-    for name in ("topics", "consumer", "intake", "spool", "console", "policy", "zones"):
+    for name in ("topics", "consumer", "intake", "spool", "console", "policy", "zones", "portal"):
         service = compose["services"][name]
         assert service["image"] == "abusepipe:latest" and service["build"] == "."
         environment = service["environment"]

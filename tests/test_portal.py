@@ -93,7 +93,6 @@ def make_harness(
     database_url: str,
     *,
     limits: RequestLimits | None = None,
-    client_limit: int = 100,
     start_sink: bool = True,
 ) -> Iterator[Harness]:
     store = ReportStore.open(database_url)
@@ -110,7 +109,6 @@ def make_harness(
         mail_from="delist@abuse.example.net",
         policy=policy,
         limits=limits or RequestLimits(),
-        client_requests_per_hour=client_limit,
         sender=sender,
     )
     try:
@@ -306,8 +304,8 @@ def test_the_review_queue_from_the_cli_mails_the_decision(database_url: str, tmp
 
 
 def test_rate_limits_per_client_address_and_ip(database_url: str) -> None:
-    limits = RequestLimits(per_email_per_day=2, per_ip_per_day=3)
-    for harness in make_harness(database_url, limits=limits, client_limit=5):
+    limits = RequestLimits(per_email_per_day=2, per_ip_per_day=3, per_client_per_hour=4)
+    for harness in make_harness(database_url, limits=limits):
         harness.list_ip()
         assert harness.ask(email="one@sender.example")[0] == 202
         assert harness.ask(email="one@sender.example")[0] == 202
@@ -316,11 +314,13 @@ def test_rate_limits_per_client_address_and_ip(database_url: str) -> None:
         assert harness.ask(email="two@sender.example")[0] == 202
         status, text = harness.ask(email="three@sender.example")
         assert status == 429 and "for this IP today" in text
-        status, text = harness.ask(email="four@sender.example")
+        harness.list_ip("45.33.9.77", prefix="s")
+        assert harness.ask("45.33.9.77", email="four@sender.example")[0] == 202
+        status, text = harness.ask("45.33.9.77", email="five@sender.example")
         assert status == 429 and "from your address" in text  # the fifth request of this client
         assert len(harness.wait_for("one@sender.example", 2)) == 2
         time.sleep(0.5)
-        assert len(harness.sink.received) == 3
+        assert len(harness.sink.received) == 4
 
 
 HOSTILE = [

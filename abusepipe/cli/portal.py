@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from abusepipe.cli.common import (
@@ -46,6 +46,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     portal = commands.add_parser("portal", help="the public self-service delist portal (HTTP)")
     portal.add_argument(
         "--listen", metavar="HOST:PORT", help="default: ABUSEPIPE_PORTAL_LISTEN or 127.0.0.1:8081"
+    )
+    portal.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving it (default: ABUSEPIPE_PORTAL_WORKERS or 1)",
     )
     portal.add_argument(
         "--forwarded-allow-ips",
@@ -94,28 +100,15 @@ def add_request_commands(actions: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def limits_of(settings: Settings) -> RequestLimits:
-    from blocklist.delist import RequestLimits
+    from web.portal.app import limits_of as portal_limits
 
-    return RequestLimits(
-        link_lifetime=timedelta(minutes=settings.portal_link_minutes),
-        self_delistings=settings.portal_self_delistings,
-        per_email_per_day=settings.portal_email_requests,
-        per_ip_per_day=settings.portal_ip_requests,
-    )
+    return portal_limits(settings)
 
 
 def relay_of(settings: Settings) -> MailRelay | None:
-    from sinks.mailer import MailRelay
+    from web.portal.app import relay_of as portal_relay
 
-    if not settings.mail_relay:
-        return None
-    return MailRelay.parse(
-        settings.mail_relay,
-        sender=settings.mail_from,
-        starttls=settings.mail_starttls,
-        username=settings.mail_username,
-        password=settings.mail_password,
-    )
+    return portal_relay(settings)
 
 
 def sender_of(store: ReportStore, settings: Settings) -> OutboxSender:
@@ -133,12 +126,10 @@ def _check_mail_from(settings: Settings) -> None:
 
 
 def run_portal(args: argparse.Namespace, settings: Settings) -> int:
+    import os
     import secrets
 
     import uvicorn
-
-    from sinks.store import ReportStore
-    from web.portal.app import PortalConfig, create_app
 
     host, port = listen_address(args.listen or settings.portal_listen, "--listen", default_host="127.0.0.1")
     if not settings.portal_url.startswith(("http://", "https://")):
@@ -146,25 +137,22 @@ def run_portal(args: argparse.Namespace, settings: Settings) -> int:
             f"ABUSEPIPE_PORTAL_URL {settings.portal_url!r}: give the portal's public http(s) URL"
         )
     _check_mail_from(settings)
+    relay_of(settings)  # a bad ABUSEPIPE_MAIL_RELAY is one line here, not an error in every worker
+    workers = args.workers if args.workers is not None else settings.portal_workers
+    if workers < 1:
+        raise ConfigError("--workers: at least 1")
+    given = settings.portal_secret.get_secret_value() if settings.portal_secret is not None else ""
+    if given and len(given) < 16:
+        raise ConfigError("ABUSEPIPE_PORTAL_SECRET: at least 16 characters (or leave it unset)")
     url = store_url(args, settings)
-    store = ReportStore.open(url)
-    sender = sender_of(store, settings)
-    secret = (
-        settings.portal_secret.get_secret_value().encode()
-        if settings.portal_secret
-        else secrets.token_bytes(32)
-    )
-    config = PortalConfig(
-        store=store,
-        portal_url=settings.portal_url,
-        mail_from=settings.mail_from,
-        policy=settings.listing_policy(),
-        limits=limits_of(settings),
-        client_requests_per_hour=settings.portal_client_requests,
-        secret=secret,
-        sender=sender,
-        policy_refresh=settings.policy_refresh,
-    )
+    from sinks.store import ReportStore
+
+    ReportStore.open(url).close()  # migrated once, before the workers start
+    # The workers build the app from the environment (uvicorn starts them): the store and one secret
+    # for all of them, so that a form served by one is accepted by another. Unset, the secret is random
+    # at each start; a form opened before a restart then asks the sender to open the link again.
+    os.environ["ABUSEPIPE_DATABASE_URL"] = url
+    os.environ["ABUSEPIPE_PORTAL_SECRET"] = given or secrets.token_urlsafe(32)
     forwarded = args.forwarded_allow_ips or settings.portal_forwarded_allow_ips
     relay = (
         f"mail through {settings.mail_relay}"
@@ -172,22 +160,24 @@ def run_portal(args: argparse.Namespace, settings: Settings) -> int:
         else "no ABUSEPIPE_MAIL_RELAY: mails wait"
     )
     public = settings.portal_url
-    say(f"portal on http://{host}:{port}/ (public URL {public}) reading {display_url(url)}; {relay}")
+    say(
+        f"portal on http://{host}:{port}/ (public URL {public}, workers: {workers}) "
+        f"reading {display_url(url)}; {relay}"
+    )
     sys.stderr.flush()
-    try:
-        uvicorn.run(
-            create_app(config),
-            host=host,
-            port=port,
-            proxy_headers=bool(forwarded),
-            forwarded_allow_ips=forwarded or None,
-            server_header=False,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
-    finally:
-        store.close()
+    uvicorn.run(
+        "web.portal.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=bool(forwarded),
+        forwarded_allow_ips=forwarded or None,
+        server_header=False,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
     return EXIT_OK
 
 

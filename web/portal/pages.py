@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from blocklist import delist
 from blocklist.delist import LinkInvalid, RequestRefused
 from sinks import outbox
-from web.connections import db
+from web.connections import db, reads
 from web.portal import mails
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def robots() -> PlainTextResponse:
 
 def _status(request: Request, ip: str) -> delist.Status:
     portal = _portal(request)
-    with db(request) as connection:
+    with reads(request) as connection:
         return delist.status(connection, portal.config.policy, portal.config.limits, ip, _now())
 
 
@@ -119,8 +119,6 @@ def ask(
         ip, email = delist.clean_ip(ip), delist.clean_email(email)
     except RequestRefused as exc:
         return refused(exc.code, str(exc), 400)
-    if not portal.limiter.allow(client_of(request)):
-        return refused("rate-client", "too many requests from your address; try again in an hour", 429)
     now = _now()
     try:
         with db(request, write=True) as connection:
@@ -173,7 +171,7 @@ def _link_error(request: Request, exc: LinkInvalid) -> Response:
 def confirm_page(request: Request, token: str) -> Response:
     portal = _portal(request)
     try:
-        with db(request) as connection:
+        with reads(request) as connection:
             asked = delist.by_token(connection, token, _now())
     except LinkInvalid as exc:
         return _link_error(request, exc)

@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_hash", name=op.f("uq_delist_requests_token_hash")),
     )
     with op.batch_alter_table("delist_requests", schema=None) as batch_op:
+        batch_op.create_index("ix_delist_requests_client", ["client", "created_at"], unique=False)
         batch_op.create_index("ix_delist_requests_email", ["email", "created_at"], unique=False)
         batch_op.create_index("ix_delist_requests_ip", ["ip", "created_at"], unique=False)
         batch_op.create_index("ix_delist_requests_state", ["state", "created_at"], unique=False)
