@@ -149,3 +149,23 @@ def test_a_viewer_sees_aggregates_only(console: Console, tmp_path: Path) -> None
         assert not page.driver.find_elements(By.CSS_SELECTOR, "a[href^='/reports/']")  # type: ignore[attr-defined]
         page.open("/deadletters", status=403)
         assert "403" in page.driver.find_element(By.TAG_NAME, "h1").text  # type: ignore[attr-defined]
+
+
+def test_an_admin_sees_the_blocked_senders_and_the_review_queue(console: Console, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    listed = console.json("/api/v1/blocklist?state=listed", "viewer")
+    assert any(row["kind"] == "ip" and row["key"].startswith("45.33.7.") for row in listed)
+    with chromium(console.base, tmp_path) as page:
+        log_in(page, console.tokens["admin"])
+        page.driver.find_element(By.LINK_TEXT, "Blocked senders").click()  # type: ignore[attr-defined]
+        page.check()
+        rows = page.driver.find_elements(By.CSS_SELECTOR, "main table tbody tr")  # type: ignore[attr-defined]
+        assert len(rows) == len(listed)
+        page.shot("console-blocklist")
+        page.driver.find_element(By.CSS_SELECTOR, "main table td.key a").click()  # type: ignore[attr-defined]
+        page.check()
+        history = page.driver.find_element(By.CSS_SELECTOR, "main table").text  # type: ignore[attr-defined]
+        assert "listed" in history and "policy" in history
+        page.open("/blocklist/requests")
+        assert page.driver.find_element(By.TAG_NAME, "h1").text == "Delisting requests"  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -497,3 +498,65 @@ def test_no_page_or_mail_names_a_reporter_or_a_trap(database_url: str, tmp_path:
         leaked = sorted(r for r in reporters if r.lower() in everything)
         assert leaked == []
         assert "honeypot.example" not in everything
+
+
+# --- the review queue in the analyst console ------------------------------------------------------------
+
+
+def test_the_console_lists_the_queue_and_an_admin_decides_with_a_mail(portal: Harness) -> None:
+    from sinks import access
+    from web.console.app import ConsoleConfig
+    from web.console.app import create_app as console_app
+
+    portal.list_ip()
+    now = datetime.now(UTC)
+    with portal.store.transaction() as connection:
+        bl.add(connection, portal.config.policy, "network", "45.33.7.0/24", reason="x", actor="t", now=now)
+        tokens = {
+            role: access.create_token(connection, f"t-{role}", role, now=now)
+            for role in ("viewer", "analyst", "admin")
+        }
+    portal.ask(email="queue@sender.example")
+    assert "waits for review" in portal.delist(portal.link_for("queue@sender.example"))[1]
+
+    relay = MailRelay.parse(portal.sink.relay, sender="delist@abuse.example.net")
+    config = ConsoleConfig(
+        store=portal.store,
+        policy=portal.config.policy,
+        portal_url=PORTAL_URL,
+        mail_from="delist@abuse.example.net",
+        sender=OutboxSender(portal.store, relay, interval=0.2, first_retry=0.3),
+    )
+    with TestClient(console_app(config)) as console:
+
+        def get(path: str, role: str) -> Any:
+            return console.get(path, headers={"Authorization": f"Bearer {tokens[role]}"})
+
+        listed = get("/api/v1/blocklist?state=listed", "viewer").json()
+        assert {(x["kind"], x["key"]) for x in listed} == {("ip", IP), ("network", "45.33.7.0/24")}
+        assert get("/api/v1/blocklist/requests", "viewer").status_code == 403  # requesters are people
+        (queued,) = get("/api/v1/blocklist/requests", "analyst").json()
+        assert queued["email"] == "queue@sender.example" and queued["state"] == "queued"
+        page = get("/blocklist/requests", "admin").text
+        assert (
+            "queue@sender.example" in page and f'action="/blocklist/requests/{queued["id"]}/approve"' in page
+        )
+        shown = get(f"/api/v1/blocklist/ip/{IP}", "analyst").json()
+        assert shown["history"][0]["event"] == "delist-requested"
+        assert "45.33.7.0/24" in get(f"/blocklist/ip/{IP}", "analyst").text
+
+        url = f"/api/v1/blocklist/requests/{queued['id']}/approve"
+        bearer = {"Authorization": f"Bearer {tokens['analyst']}"}
+        assert console.post(url, json={"reason": "ok"}, headers=bearer).status_code == 403
+        bearer = {"Authorization": f"Bearer {tokens['admin']}"}
+        decided = console.post(url, json={"reason": "cleaned up"}, headers=bearer)
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["state"] == "approved"
+        assert {c["kind"] for c in decided.json()["changes"]} == {"ip", "network"}
+        again = console.post(url, json={"reason": "again"}, headers=bearer)
+        assert again.status_code == 400 and "not waiting for review" in again.json()["error"]
+        mail = portal.wait_for("queue@sender.example", 2)[-1]
+        assert mail.message["Subject"] == f"{IP} was removed from our blocked-senders list"
+        assert "The reviewer's reason: cleaned up" in mail.text
+        audit = get("/api/v1/audit", "admin").json()
+        assert audit[0]["action"] == "delist-approve"

@@ -199,15 +199,13 @@ def run_requests_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_requests_decide(args: argparse.Namespace, settings: Settings) -> int:
-    from blocklist.delist import decide
-    from sinks import outbox
-    from web.portal import mails
+    from web.portal.review import decide_and_tell
 
     store = open_store(args, settings)
     now = datetime.now(UTC)
     try:
         with store.transaction() as connection:
-            decided, changes = decide(
+            done = decide_and_tell(
                 connection,
                 settings.listing_policy(),
                 args.id,
@@ -215,19 +213,14 @@ def run_requests_decide(args: argparse.Namespace, settings: Settings) -> int:
                 reason=args.reason,
                 actor=cli_actor(),
                 now=now,
+                mail_from=settings.mail_from,
+                portal_url=settings.portal_url,
             )
-            message = mails.decision(
-                sender=settings.mail_from,
-                request=decided,
-                approved=args.approve,
-                reason=decided.decision or args.reason,
-                portal=settings.portal_url,
-                now=now,
-            )
-            outbox.enqueue(connection, message, purpose="delist-decision", now=now)
-        for change in changes:
+        for change in done.changes:
             print(change.line())
-        say(f"request {decided.id} {decided.state}; a mail to {decided.email} is in the outbox")
+        say(
+            f"request {done.request.id} {done.request.state}; a mail to {done.request.email} is in the outbox"
+        )
         sent, failed = sender_of(store, settings).flush()
         if failed:
             say("the relay did not take it yet; the portal keeps trying (abusepipe outbox list --unsent)")

@@ -164,7 +164,17 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     url = store_url(args, settings)
     store = ReportStore.open(url)
     forwarded = args.forwarded_allow_ips or settings.console_forwarded_allow_ips
-    app = create_app(ConsoleConfig(store=store, tls=bool(cert)))
+    from abusepipe.cli.portal import sender_of
+
+    config = ConsoleConfig(
+        store=store,
+        tls=bool(cert),
+        policy=settings.listing_policy(),
+        portal_url=settings.portal_url,
+        mail_from=settings.mail_from,
+        sender=sender_of(store, settings),
+    )
+    app = create_app(config)
     scheme = "https" if cert else "http"
     say(f"console on {scheme}://{host}:{port}/ reading {display_url(url)}")
     sys.stderr.flush()

@@ -8,7 +8,9 @@ the browser; never a traceback.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,11 @@ from starlette.types import ASGIApp
 
 from abusepipe import __version__
 from abusepipe.errors import ConfigError, Unavailable
+from blocklist.policy import ListingPolicy
+from sinks.mailer import OutboxSender
 from sinks.store import ReportStore
 from web.connections import RequestConnections
-from web.console import api, pages
+from web.console import api, blocklist, pages
 from web.console.auth import Denied, LoginThrottle, NotFound, TokenCache
 from web.console.rankings import RankingCache
 from web.headers import SecurityHeaders
@@ -37,11 +41,28 @@ log = logging.getLogger("abusepipe.console")
 class ConsoleConfig:
     store: ReportStore
     tls: bool = False
+    policy: ListingPolicy = field(default_factory=ListingPolicy)
+    portal_url: str = "http://127.0.0.1:8081/"
+    mail_from: str = "abusepipe@localhost"
+    sender: OutboxSender | None = None
+    """Delivers the review queue's decision mails (the portal's outbox)."""
 
 
 def create_app(config: ConsoleConfig) -> ASGIApp:
     """The console app, inside the security-headers middleware (outermost, so that even a 500 has them)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if config.sender is not None:
+            config.sender.start()
+        try:
+            yield
+        finally:
+            if config.sender is not None:
+                config.sender.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="abusepipe API",
         version=__version__,
         description="What `abusepipe ... --format json` prints, over HTTP (Authorization: Bearer <token>).",
@@ -58,6 +79,11 @@ def create_app(config: ConsoleConfig) -> ASGIApp:
     app.state.rankings = RankingCache()
     app.state.tokens = TokenCache()
     app.state.tls = config.tls
+    app.state.policy = config.policy
+    app.state.portal_url = config.portal_url
+    app.state.mail_from = config.mail_from
+    app.state.sender = config.sender
+    app.include_router(blocklist.router)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
