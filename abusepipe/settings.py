@@ -167,6 +167,7 @@ class Settings(BaseSettings):
     mail_starttls: bool = Field(default=False, description="require STARTTLS with the relay")
     mail_username: str | None = None
     mail_password: SecretStr | None = None
+    mail_ca_file: str | None = Field(default=None, description="a CA to trust for the relay's certificate")
     mail_retry_seconds: float = Field(
         default=60.0, gt=0, description="the first retry after a failed delivery (doubling, up to an hour)"
     )

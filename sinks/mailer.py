@@ -28,6 +28,9 @@ class MailRelay:
     starttls: bool = False
     username: str | None = None
     password: SecretStr | None = None
+    ca_file: str | None = None
+    """Trust this CA for the relay's certificate (an internal relay); default: the system's CAs."""
+    timeout: float = TIMEOUT
 
     @classmethod
     def parse(
@@ -38,6 +41,7 @@ class MailRelay:
         starttls: bool = False,
         username: str | None = None,
         password: SecretStr | None = None,
+        ca_file: str | None = None,
     ) -> MailRelay:
         host, _, port = relay.strip().rpartition(":")
         host = host.strip("[]")
@@ -47,14 +51,16 @@ class MailRelay:
             raise ConfigError(
                 "the relay's AUTH needs both ABUSEPIPE_MAIL_USERNAME and ABUSEPIPE_MAIL_PASSWORD"
             )
-        return cls(host, int(port), sender, starttls, username, password)
+        if username and not starttls:
+            raise ConfigError("the relay's AUTH needs ABUSEPIPE_MAIL_STARTTLS=true: no password in clear")
+        return cls(host, int(port), sender, starttls, username, password, ca_file)
 
     def send(self, mail: outbox.QueuedMail) -> None:
         """One SMTP transaction; raises OSError or smtplib.SMTPException when the mail was not taken."""
-        with smtplib.SMTP(self.host, self.port, timeout=TIMEOUT) as smtp:
+        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
             smtp.ehlo()
             if self.starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=ssl.create_default_context(cafile=self.ca_file))
                 smtp.ehlo()
             if self.username and self.password is not None:
                 smtp.login(self.username, self.password.get_secret_value())

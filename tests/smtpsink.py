@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.conftest import free_ports
 
@@ -55,7 +57,11 @@ class _Handler:
 
 
 class SmtpSink:
-    def __init__(self) -> None:
+    """`tls` (an SSLContext): offers STARTTLS and requires it; `login` (user, password): requires AUTH."""
+
+    def __init__(self, *, tls: ssl.SSLContext | None = None, login: tuple[str, str] | None = None) -> None:
+        self.tls = tls
+        self.login = login
         self.port = free_ports(1)
         self.received: list[Received] = []
         self.lock = threading.Lock()
@@ -66,9 +72,25 @@ class SmtpSink:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> SmtpSink:
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        options: dict[str, Any] = {}
+        if self.tls is not None:
+            options |= {"tls_context": self.tls, "require_starttls": True}
+        if self.login is not None:
+            options |= {"auth_required": True, "auth_require_tls": True, "authenticator": self._authenticate}
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **options)
         self._controller.start()
         return self
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert self.login is not None
+        user, password = self.login
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            user.encode(),
+            password.encode(),
+        )
+        return AuthResult(success=ok, handled=False)
 
     def stop(self) -> None:
         if self._controller is not None:

@@ -5,17 +5,21 @@ outage, the analyst queue, relisting; and privacy over real corpus reports."""
 from __future__ import annotations
 
 import re
+import smtplib
+import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import select, update
 
+from abusepipe.errors import ConfigError
 from blocklist import delist
 from blocklist import listings as bl
 from blocklist.delist import RequestLimits
@@ -560,3 +564,55 @@ def test_the_console_lists_the_queue_and_an_admin_decides_with_a_mail(portal: Ha
         assert "The reviewer's reason: cleaned up" in mail.text
         audit = get("/api/v1/audit", "admin").json()
         assert audit[0]["action"] == "delist-approve"
+
+
+def test_mail_goes_through_a_relay_that_requires_starttls_and_auth(tmp_path: Path) -> None:
+    import trustme
+
+    from sinks.outbox import QueuedMail
+    from web.portal import mails
+
+    authority = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    sink = SmtpSink(tls=server, login=("delist", "s3cret-pass")).start()
+    try:
+        now = datetime.now(UTC)
+        asked = delist.DelistRequest(
+            1, IP, "tls@sender.example", "en", "mailed", now, now, None, None, None, None
+        )
+        message = mails.confirmation(
+            sender="delist@abuse.example.net",
+            request=asked,
+            link="https://x/delist/abc",
+            minutes=30,
+            portal="https://x/",
+            now=now,
+        )
+        raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+        mail = QueuedMail(1, "tls@sender.example", "delist-confirm", raw, 0, now, now, None, None, None)
+
+        def relay(**options: Any) -> MailRelay:
+            parsed = MailRelay.parse(sink.relay, sender="delist@abuse.example.net", **options)
+            return replace(parsed, timeout=3.0)
+
+        with pytest.raises(smtplib.SMTPException):  # this relay takes nothing in clear
+            relay().send(mail)
+        with pytest.raises(ssl.SSLError):  # a certificate no CA we trust signed
+            relay(starttls=True).send(mail)
+        with pytest.raises(smtplib.SMTPException):
+            relay(starttls=True, ca_file=str(ca_file)).send(mail)  # TLS, but no AUTH
+        wrong = SecretStr("wrong")
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            relay(starttls=True, ca_file=str(ca_file), username="delist", password=wrong).send(mail)
+        assert sink.received == []
+        good = SecretStr("s3cret-pass")
+        relay(starttls=True, ca_file=str(ca_file), username="delist", password=good).send(mail)
+        (got,) = sink.wait(1)
+        assert got.recipients == ("tls@sender.example",) and "https://x/delist/abc" in got.text
+        with pytest.raises(ConfigError):  # a password is never sent without TLS
+            relay(username="delist", password=good)
+    finally:
+        sink.stop()

@@ -134,6 +134,7 @@ def relay_of(settings: Settings) -> MailRelay | None:
         starttls=settings.mail_starttls,
         username=settings.mail_username,
         password=settings.mail_password,
+        ca_file=settings.mail_ca_file,
     )
 
 
