@@ -6,7 +6,8 @@ import logging
 import smtplib
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -173,6 +174,15 @@ class OutboxSender:
                 log.warning("outbox: %s: %s", type(exc).__name__, exc)
             self._wake.wait(min(self.interval, self.first_retry.total_seconds()))
             self._wake.clear()
+
+    @contextmanager
+    def running(self) -> Iterator[OutboxSender]:
+        """Delivering in the background while the block runs (an app's lifespan)."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         self._stop.set()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -29,7 +28,17 @@ if TYPE_CHECKING:
     from sinks.mailer import MailRelay, OutboxSender
     from sinks.store import ReportStore
 
-REQUEST_COLUMNS = ["id", "ip", "email", "state", "created_at", "confirmed_at", "decided_by", "decision"]
+REQUEST_COLUMNS = [
+    "id",
+    "ip",
+    "email",
+    "state",
+    "created_at",
+    "confirmed_at",
+    "decided_at",
+    "decided_by",
+    "decision",
+]
 OUTBOX_COLUMNS = [
     "id",
     "recipient",
@@ -190,11 +199,7 @@ def run_requests_list(args: argparse.Namespace, settings: Settings) -> int:
             found = pending(connection, state=None if args.state == "all" else args.state, limit=args.limit)
     finally:
         store.close()
-    documents = [request.document() for request in found]
-    if args.format == "json":
-        print(json.dumps(documents, indent=2, ensure_ascii=False))
-    else:
-        print(render(documents, REQUEST_COLUMNS, args.format))
+    print(render([request.document() for request in found], REQUEST_COLUMNS, args.format))
     return EXIT_OK
 
 
@@ -240,11 +245,7 @@ def run_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
             found = mails(connection, unsent_only=args.unsent, limit=args.limit)
     finally:
         store.close()
-    documents = [mail.document() for mail in found]
-    if args.format == "json":
-        print(json.dumps(documents, indent=2, ensure_ascii=False))
-    else:
-        print(render(documents, OUTBOX_COLUMNS, args.format))
+    print(render([mail.document() for mail in found], OUTBOX_COLUMNS, args.format))
     return EXIT_OK
 
 

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from abusepipe import __version__
-from abusepipe.errors import ConfigError, Unavailable
+from abusepipe.errors import ConfigError
 from blocklist.policy import ListingPolicy
 from sinks.mailer import OutboxSender
 from sinks.store import ReportStore
@@ -31,6 +28,7 @@ from web.connections import RequestConnections
 from web.console import api, blocklist, pages
 from web.console.auth import Denied, LoginThrottle, NotFound, TokenCache
 from web.console.rankings import RankingCache
+from web.errors import handle_errors
 from web.headers import SecurityHeaders
 
 HERE = Path(__file__).resolve().parent
@@ -53,13 +51,8 @@ def create_app(config: ConsoleConfig) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if config.sender is not None:
-            config.sender.start()
-        try:
+        with config.sender.running() if config.sender is not None else nullcontext():
             yield
-        finally:
-            if config.sender is not None:
-                config.sender.stop()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -113,28 +106,15 @@ def create_app(config: ConsoleConfig) -> ASGIApp:
     async def bad_request(request: Request, exc: ConfigError) -> Response:
         return answer(request, 400, str(exc))
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
-        return answer(request, 400, f"{where}: {first.get('msg', 'invalid')}")
-
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
         return answer(request, 404, exc.message)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return answer(request, exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable) -> Response:
-        log.warning("%s", exc)
-        return answer(request, 503, "the store is unavailable; try again")
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> Response:
-        log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
-        return answer(request, 500, "internal error (logged)")
-
+    handle_errors(
+        app,
+        answer,
+        log=log,
+        unavailable="the store is unavailable; try again",
+        internal="internal error (logged)",
+    )
     return SecurityHeaders(RequestConnections(app))

@@ -14,7 +14,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,21 +23,19 @@ from urllib.parse import urlencode
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from abusepipe import __version__
-from abusepipe.errors import Unavailable
 from abusepipe.settings import Settings
 from blocklist.delist import RequestLimits
 from blocklist.policy import ListingPolicy
 from sinks.mailer import MailRelay, OutboxSender
 from sinks.store import ReportStore
 from web.connections import RequestConnections
+from web.errors import handle_errors
 from web.headers import SecurityHeaders
 from web.portal import pages
 from web.portal.i18n import LANGUAGES, choose, translations
@@ -170,13 +168,10 @@ def create_app(config: PortalConfig) -> ASGIApp:
         # p99 141 ms, and anyio's default 40 fewer still).
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         gc.freeze()  # what start-up made lives as long as the process: no collection walks it again
-        if config.sender is not None:
-            config.sender.start()
         try:
-            yield
+            with config.sender.running() if config.sender is not None else nullcontext():
+                yield
         finally:
-            if config.sender is not None:
-                config.sender.stop()
             config.store.close()
 
     app = FastAPI(
@@ -200,24 +195,11 @@ def create_app(config: PortalConfig) -> ASGIApp:
             request, "error.html", {"status": status, "code": "", "message": message}, status=status
         )
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
-        return answer(request, 400, f"{where}: {first.get('msg', 'invalid')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return answer(request, exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable) -> Response:
-        log.warning("%s", exc)
-        return answer(request, 503, "temporarily unavailable; try again in a few minutes")
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> Response:
-        log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
-        return answer(request, 500, "internal error; try again later")
-
+    handle_errors(
+        app,
+        answer,
+        log=log,
+        unavailable="temporarily unavailable; try again in a few minutes",
+        internal="internal error; try again later",
+    )
     return SecurityHeaders(RequestConnections(app))
