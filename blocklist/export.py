@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Text, cast, func, or_, select
+from sqlalchemy import Connection, Text, cast, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from abusepipe.errors import AbusepipeError, ConfigError
 from blocklist.policy import DOMAIN_KINDS
@@ -53,30 +54,62 @@ class Entry:
     """Its JSON document, when the database wrote it (PostgreSQL: a million in a few seconds)."""
 
 
+def _in_force(query: Any, now: datetime, kinds: Iterable[str]) -> Any:
+    query = query.where(L.c.state == "listed", or_(L.c.expires_at.is_(None), L.c.expires_at > now))
+    wanted = list(kinds)
+    return query.where(L.c.kind.in_(wanted)) if wanted else query
+
+
 def entries(
     connection: Connection, now: datetime, kinds: Iterable[str] = (), *, full: bool = True
 ) -> list[Entry]:
     """The listings in force now, in a stable order (kind, key). Without `full`, only what the DNS and
     MTA formats need: a million listings read in a few seconds."""
     columns: list[Any] = [L.c.kind, L.c.key, L.c.reason_code]
-    postgresql = connection.dialect.name == "postgresql"
-    if full and postgresql:
-        columns.append(_json_document())
-    elif full:
+    if full:
         columns += [L.c.reason, L.c.origin, L.c.listed_at, L.c.expires_at]
-    query = select(*columns).where(L.c.state == "listed", or_(L.c.expires_at.is_(None), L.c.expires_at > now))
-    wanted = list(kinds)
-    if wanted:
-        query = query.where(L.c.kind.in_(wanted))
-    rows = connection.execute(query.order_by(L.c.kind, L.c.key).execution_options(yield_per=20_000))
+    query = _in_force(select(*columns), now, kinds).order_by(L.c.kind, L.c.key)
+    rows = connection.execute(query.execution_options(yield_per=20_000))
     if not full:
         return [Entry(kind, key, code) for kind, key, code in rows]
-    if postgresql:
-        return [Entry(kind, key, code, document=document) for kind, key, code, document in rows]
     return [
         Entry(kind, key, code, reason, origin, _iso(listed), _iso(expires))
         for kind, key, code, reason, origin, listed, expires in rows
     ]
+
+
+JSON_CHUNK = 10_000
+"""Documents PostgreSQL joins into one row of a JSON export."""
+
+
+def json_export(connection: Connection, now: datetime, kinds: Iterable[str] = ()) -> tuple[str, int]:
+    """The JSON export and how many listings it holds. PostgreSQL writes the documents and joins them
+    10,000 to a row: reading a million rows through the driver took most of the time (a million
+    listings: 15 s before, ~7 s so)."""
+    if connection.dialect.name != "postgresql":
+        listed = entries(connection, now, kinds)
+        return render("json", listed, ""), len(listed)
+    numbered = _in_force(
+        select(
+            _json_document().label("document"),
+            L.c.kind,
+            L.c.key,
+            (func.row_number().over(order_by=(L.c.kind, L.c.key)) / JSON_CHUNK).label("chunk"),
+        ),
+        now,
+        kinds,
+    ).subquery()
+    separator = aggregate_order_by(literal(",\n"), numbered.c.kind, numbered.c.key)
+    query = (
+        select(func.string_agg(numbered.c.document, separator), func.count())
+        .group_by(numbered.c.chunk)
+        .order_by(numbered.c.chunk)
+    )
+    chunks, count = [], 0
+    for text, rows in connection.execute(query):
+        chunks.append(text)
+        count += rows
+    return "[" + ",\n".join(chunks) + "]\n", count
 
 
 def _json_document() -> Any:
@@ -98,7 +131,7 @@ def _json_document() -> Any:
         "reason", L.c.reason,
         "reason_code", L.c.reason_code,
     )  # fmt: skip
-    return cast(document, Text).label("document")
+    return cast(document, Text)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -472,14 +472,23 @@ def test_consume_lists_like_the_embedded_path(
         pipeline.close()
 
 
-def test_the_json_export_is_the_list_document_on_both_databases(desk: Desk) -> None:
-    from blocklist.export import render
+@pytest.mark.parametrize("chunk", [10_000, 2])
+def test_the_json_export_is_the_list_document_on_both_databases(
+    desk: Desk, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blocklist import export
 
+    monkeypatch.setattr(export, "JSON_CHUNK", chunk)  # PostgreSQL joins the documents by chunks
     desk.reporters("45.33.15.1", 3)
+    for n in range(2, 6):
+        desk.reporters(f"45.33.15.{n}", 3, prefix=f"q{n}-")
     desk.add("network", "198.51.100.0/24")
     with desk.store.connect() as connection:
-        exported = json.loads(render("json", entries(connection, desk.now), "https://portal.example/"))
+        text, count = export.json_export(connection, desk.now)
+        exported = json.loads(text)
         listed = [x.document(desk.now) for x in bl.listings(connection, desk.now, state="listed")]
+    assert count == len(exported) == len(listed) == 7  # five IPs, their /24, the manual network
+    assert [(d["kind"], d["key"]) for d in exported] == sorted((d["kind"], d["key"]) for d in exported)
     fields = ["kind", "key", "state", "origin", "reason", "reason_code"]
     assert sorted([d[f] for f in fields] for d in exported) == sorted([d[f] for f in fields] for d in listed)
     for document in exported:

@@ -260,7 +260,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_export(args: argparse.Namespace, settings: Settings) -> int:
-    from blocklist.export import entries, render, write_if_changed
+    from blocklist.export import entries, json_export, render, write_if_changed
 
     if args.watch and args.output is None:
         raise ConfigError("--watch needs --output FILE")
@@ -270,13 +270,16 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
     def export_once() -> tuple[bool, int]:
         with store.connect() as connection:
-            listed = entries(connection, _now(), kinds=args.kind, full=args.format == "json")
-        text = render(args.format, listed, settings.portal_url)
+            if args.format == "json":
+                text, count = json_export(connection, _now(), kinds=args.kind)
+            else:
+                listed = entries(connection, _now(), kinds=args.kind, full=False)
+                text, count = render(args.format, listed, settings.portal_url), len(listed)
         if args.output is None:
             sys.stdout.write(text)
             sys.stdout.flush()
-            return True, len(listed)
-        return write_if_changed(args.output, text.encode("utf-8")), len(listed)
+            return True, count
+        return write_if_changed(args.output, text.encode("utf-8")), count
 
     try:
         written, count = export_once()
