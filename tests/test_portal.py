@@ -209,18 +209,26 @@ def test_the_third_self_service_delisting_goes_to_review_and_the_requester_hears
     assert portal.listing().state == "listed"  # type: ignore[union-attr]
     assert portal.events()[-1] == "delist-requested"
 
+    from web.portal.review import decide_and_tell
+
     with portal.store.transaction() as connection:
         (queued,) = delist.pending(connection)
-        decided, changes = delist.decide(
+        done = decide_and_tell(
             connection,
             portal.config.policy,
             queued.id,
             approve=False,
-            reason="still sending",
+            reason="junk again on 2 Dec",
             actor="cli:a",
             now=datetime.now(UTC),
+            mail_from="delist@abuse.example.net",
+            portal_url=PORTAL_URL,
         )
-    assert decided.state == "refused" and [c.event for c in changes] == ["refused"]
+    assert done.request.state == "refused" and [c.event for c in done.changes] == ["refused"]
+    portal.config.sender.wake()  # type: ignore[union-attr]
+    refusal = portal.wait_for("ops@sender.example", 4)[-1]
+    assert refusal.message["Subject"] == f"{IP} stays on our blocked-senders list"
+    assert "The reviewer's reason: junk again on 2 Dec" in refusal.text
     assert portal.listing().state == "listed"  # type: ignore[union-attr]
 
 
