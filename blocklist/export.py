@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Text, cast, func, literal, or_, select
+from sqlalchemy import Connection, Text, cast, func, literal, or_, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from abusepipe.errors import AbusepipeError, ConfigError
@@ -89,6 +89,7 @@ def json_export(connection: Connection, now: datetime, kinds: Iterable[str] = ()
     if connection.dialect.name != "postgresql":
         listed = entries(connection, now, kinds)
         return render("json", listed, ""), len(listed)
+    connection.execute(text("SET LOCAL TimeZone = 'UTC'"))  # timestamps in UTC, this transaction only
     numbered = _in_force(
         select(
             _json_document().label("document"),
@@ -106,8 +107,8 @@ def json_export(connection: Connection, now: datetime, kinds: Iterable[str] = ()
         .order_by(numbered.c.chunk)
     )
     chunks, count = [], 0
-    for text, rows in connection.execute(query):
-        chunks.append(text)
+    for joined, rows in connection.execute(query):
+        chunks.append(joined)
         count += rows
     return "[" + ",\n".join(chunks) + "]\n", count
 
@@ -115,23 +116,26 @@ def json_export(connection: Connection, now: datetime, kinds: Iterable[str] = ()
 def _json_document() -> Any:
     """A listing's JSON document written by PostgreSQL: parsing a million timestamps in the driver and
     serialising a million documents in Python took most of a JSON export. The same fields, in the same
-    order, as `as_json` writes."""
-    pattern = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+    order, as `as_json` writes (concatenated: json_build_object was slower and wrote wider); timestamps
+    as PostgreSQL writes them in UTC (`json_export` sets the session's time zone), ISO 8601 like
+    Python's."""
 
-    def iso(column: Any) -> Any:
-        return func.to_char(func.timezone("UTC", column), pattern)
+    def value(column: Any) -> Any:
+        return func.coalesce(cast(func.to_json(column), Text), literal("null", Text))
 
-    document = func.json_build_object(
-        "kind", L.c.kind,
-        "key", L.c.key,
-        "state", "listed",
-        "origin", L.c.origin,
-        "listed_at", iso(L.c.listed_at),
-        "expires_at", iso(L.c.expires_at),
-        "reason", L.c.reason,
-        "reason_code", L.c.reason_code,
-    )  # fmt: skip
-    return cast(document, Text)
+    parts: list[Any] = [literal('{"kind":', Text), value(L.c.kind)]
+    for name, column in (
+        ("key", L.c.key),
+        ("state", literal("listed", Text)),
+        ("origin", L.c.origin),
+        ("listed_at", L.c.listed_at),
+        ("expires_at", L.c.expires_at),
+        ("reason", L.c.reason),
+        ("reason_code", L.c.reason_code),
+    ):
+        parts += [literal(f',"{name}":', Text), value(column)]
+    parts.append(literal("}", Text))
+    return func.concat(*parts)
 
 
 def _iso(moment: datetime | None) -> str | None:
