@@ -624,3 +624,37 @@ def test_mail_goes_through_a_relay_that_requires_starttls_and_auth(tmp_path: Pat
             relay(username="delist", password=good)
     finally:
         sink.stop()
+
+
+def test_bad_portal_settings_are_one_line_each(tmp_path: Path) -> None:
+    import socket
+
+    from tests.console import cli
+
+    database = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = [
+            ({}, ["--listen", f"127.0.0.1:{port}"], "cannot listen on 127.0.0.1:"),
+            ({"ABUSEPIPE_MAIL_RELAY": "nohost"}, [], "ABUSEPIPE_MAIL_RELAY 'nohost': give host:port"),
+            ({"ABUSEPIPE_PORTAL_URL": "ftp://x"}, [], "give the portal's public http(s) URL"),
+            ({"ABUSEPIPE_MAIL_FROM": "a@b.example\r\nBcc: c@d.example"}, [], "ABUSEPIPE_MAIL_FROM"),
+            ({"ABUSEPIPE_PORTAL_SECRET": "short"}, [], "at least 16 characters"),
+            (
+                {
+                    "ABUSEPIPE_MAIL_RELAY": "127.0.0.1:25",
+                    "ABUSEPIPE_MAIL_USERNAME": "u",
+                    "ABUSEPIPE_MAIL_PASSWORD": "p",
+                },
+                [],
+                "needs ABUSEPIPE_MAIL_STARTTLS",
+            ),
+            ({}, ["--workers", "0"], "--workers: at least 1"),
+        ]
+        for env, args, expected in cases:
+            done = cli(database, "portal", *args, env=env)
+            assert done.returncode == 2, (env, args, done.stderr)
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and expected in lines[0] and "Traceback" not in done.stderr, done.stderr

@@ -141,6 +141,20 @@ def listen_address(text: str, option: str, *, default_host: str = "0.0.0.0") -> 
     return host.strip("[]") or default_host, number
 
 
+def free_to_listen(host: str, port: int) -> None:
+    """One line now, rather than the web server's own error after start-up, when the address is taken
+    or not ours."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def cli_actor() -> str:
     """Who did it, for the audit log and listing history: the operating-system user."""
     import getpass

@@ -12,6 +12,7 @@ from abusepipe.cli.common import (
     EXIT_OK,
     cli_actor,
     display_url,
+    free_to_listen,
     listen_address,
     open_store,
     positive,
@@ -141,6 +142,7 @@ def run_portal(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     host, port = listen_address(args.listen or settings.portal_listen, "--listen", default_host="127.0.0.1")
+    free_to_listen(host, port)
     if not settings.portal_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"ABUSEPIPE_PORTAL_URL {settings.portal_url!r}: give the portal's public http(s) URL"
@@ -163,11 +165,7 @@ def run_portal(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["ABUSEPIPE_DATABASE_URL"] = url
     os.environ["ABUSEPIPE_PORTAL_SECRET"] = given or secrets.token_urlsafe(32)
     forwarded = args.forwarded_allow_ips or settings.portal_forwarded_allow_ips
-    relay = (
-        f"mail through {settings.mail_relay}"
-        if settings.mail_relay
-        else "no ABUSEPIPE_MAIL_RELAY: mails wait"
-    )
+    relay = f"mail through {settings.mail_relay}" if settings.mail_relay else "no mail relay"
     public = settings.portal_url
     say(
         f"portal on http://{host}:{port}/ (public URL {public}, workers: {workers}) "

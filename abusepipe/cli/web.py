@@ -14,6 +14,7 @@ from abusepipe.cli.common import (
     EXIT_OK,
     cli_actor,
     display_url,
+    free_to_listen,
     listen_address,
     open_store,
     positive,
@@ -154,6 +155,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from web.console.app import ConsoleConfig, create_app
 
     host, port = listen_address(args.listen or settings.console_listen, "--listen", default_host="127.0.0.1")
+    free_to_listen(host, port)
     cert = args.tls_cert or settings.console_tls_cert
     key = args.tls_key or settings.console_tls_key
     if bool(cert) != bool(key):
