@@ -22,6 +22,7 @@ from sinks.kafka_config import KafkaSettings, TopicNames
 
 if TYPE_CHECKING:
     from blocklist.policy import ListingPolicy
+    from ingest.enrich import Enrichment
 
 
 def default_data_dir() -> Path:
@@ -145,6 +146,12 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8081/",
         description="the delist portal's public URL, named in every rejection and TXT record",
     )
+    asn_db: Path | None = Field(
+        default=None, description="a MaxMind-format ASN database (DB-IP ASN Lite, IPinfo Lite...)"
+    )
+    country_db: Path | None = Field(
+        default=None, description="a MaxMind-format country database (DB-IP Country Lite, IPinfo Lite...)"
+    )
     portal_listen: str = "127.0.0.1:8081"
     portal_workers: int = Field(
         default=1, ge=1, le=64, description="processes serving the portal (one per core)"
@@ -234,6 +241,16 @@ class Settings(BaseSettings):
             session_timeout_ms=self.kafka_session_timeout_ms,
             delivery_timeout=self.kafka_delivery_timeout,
         )
+
+    def enrichment(self) -> Enrichment | None:
+        """The enrichment databases, checked here so that a wrong path is one line at start."""
+        from ingest.enrich import Enrichment, SourceEnricher  # noqa: PLC0415
+
+        enrichment = Enrichment(self.asn_db, self.country_db)
+        if not enrichment:
+            return None
+        SourceEnricher(enrichment)  # opens both: ConfigError naming the setting when one is unreadable
+        return enrichment
 
     def listing_policy(self) -> ListingPolicy:
         from blocklist.policy import ListingPolicy  # noqa: PLC0415 (only the commands that list need it)

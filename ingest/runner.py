@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from abusepipe.errors import ReportRejected
 from ingest.defaults import DEFAULT_BATCH
+from ingest.enrich import Enrichment, enricher_for
 from ingest.sources import RawMessage, SourceError
 from parsers import ParseLimits, TrustPolicy, parse_message
 from sinks.base import BatchSink
@@ -36,6 +37,8 @@ class ParseOptions:
     feedback_type: str | None = None
     """Overrides the parsed feedback type: the address a report was sent to can say what it is
     (`phish@` receives fraud)."""
+    enrichment: Enrichment | None = None
+    """ASN and country databases for the reports' sources (opened once in each worker)."""
 
 
 @dataclass(slots=True)
@@ -77,6 +80,9 @@ def to_stored(message: RawMessage, options: ParseOptions, received_at: datetime)
         return StoredMessage(message.data, message.source, received_at, rejection=exc.reason)
     if options.feedback_type is not None:
         reports = [r.model_copy(update={"feedback_type": options.feedback_type}) for r in reports]
+    if options.enrichment:
+        enricher = enricher_for(options.enrichment)
+        reports = [enricher.enrich(r) for r in reports]
     return StoredMessage(message.data, message.source, received_at, reports=reports)
 
 

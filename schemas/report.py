@@ -30,6 +30,10 @@ FORMATS = (
 FEEDBACK_TYPES = ("abuse", "fraud", "virus", "other", "not-spam", "auth-failure", "opt-out")
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -76,6 +80,11 @@ class Source(_Model):
     helo: str | None = None
     rdns: str | None = Field(None, description="reverse DNS name as recorded by the receiving MTA")
     hints: list[str] = Field(default_factory=list, description="IPs below the boundary: attacker-controlled")
+    # Offline enrichment (ABUSEPIPE_ASN_DB, ABUSEPIPE_COUNTRY_DB). Left out of the JSON when unknown, so
+    # that documents without them are exactly what schema version 1 always wrote.
+    asn: int | None = Field(None, exclude_if=_absent, description="autonomous system number of `ip`")
+    as_org: str | None = Field(None, exclude_if=_absent, description="that autonomous system's name")
+    country: str | None = Field(None, exclude_if=_absent, description="ISO 3166-1 alpha-2 country of `ip`")
 
 
 class AuthResult(_Model):

@@ -63,7 +63,9 @@ reports = Table(
     Column("message_id", Text),
     Column("subject", Text),
     Column("document", Text, nullable=False, comment="the normalized report as JSON"),
+    Column("source_country", String(2), comment="the source's country (offline enrichment)"),
     Index("ix_reports_message_id", "message_id"),  # the console's search by Message-ID
+    Index("ix_reports_source_country", "source_country", "seen_at"),  # offenders --country
 )
 
 report_urls = Table(

@@ -30,6 +30,8 @@ def offender_keys(report: AbuseReport) -> list[tuple[str, str]]:
     for kind, key in candidates:
         if key:
             seen.setdefault((kind, key.strip().lower()[:KEY_LENGTH]), None)
+    if source.asn is not None:
+        seen.setdefault(("asn", f"AS{source.asn}"), None)
     return list(seen)
 
 

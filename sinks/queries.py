@@ -54,6 +54,14 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+def typed_key(kind: str, key: str) -> str:
+    """A key as the store writes it: lower case, but `AS64500` for an ASN (`64500` and `as64500` too)."""
+    key = key.strip()
+    if kind == "asn":
+        return "AS" + key.upper().removeprefix("AS")
+    return key.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class OffenderRow:
     kind: str
@@ -76,8 +84,11 @@ def top_offenders(
     since: datetime | None = None,
     top: int = 20,
     sort: Sort = "reports",
+    country: str | None = None,
 ) -> list[OffenderRow]:
     check_kind(kind)
+    if country is not None:
+        return _top_in_country(connection, kind, check_country(country), since=since, top=top, sort=sort)
     if since is None:
         return _top_all_time(connection, kind, top, sort)
     first_hour = epoch_hour(since)
@@ -120,6 +131,49 @@ def top_offenders(
             *seen.get(key, ("", "")),
         )
         for key in keys
+    ]
+
+
+def check_country(text: str) -> str:
+    code = text.strip().upper()
+    if len(code) != 2 or not code.isascii() or not code.isalpha():
+        raise ConfigError(f"--country {text[:20]!r}: give an ISO 3166-1 alpha-2 code, such as DE or US")
+    return code
+
+
+def _top_in_country(
+    connection: Connection, kind: str, country: str, *, since: datetime | None, top: int, sort: Sort
+) -> list[OffenderRow]:
+    """Offenders counted over the reports whose source is in `country` (read from the reports, not the
+    hourly aggregates, which know no countries: a country's reports in the window are the cost)."""
+    o, r = m.report_offenders, m.reports
+    junk = r.c.junk.is_(True)
+    reports = func.count().filter(junk).label("junk")
+    reporters = func.count(func.distinct(r.c.reporter)).filter(junk).label("reporters")
+    query = (
+        select(
+            o.c.key,
+            reports,
+            reporters,
+            func.count().label("all"),
+            func.min(o.c.seen_at).label("first"),
+            func.max(o.c.seen_at).label("last"),
+        )
+        .select_from(o.join(r, r.c.report_id == o.c.report_id))
+        .where(o.c.kind == kind, r.c.source_country == country)
+        .group_by(o.c.key)
+    )
+    if since is not None:
+        query = query.where(o.c.seen_at >= since, r.c.seen_at >= since)
+    order: tuple[Any, ...] = (
+        (desc("junk"), desc("reporters")) if sort == "reports" else (desc("reporters"), desc("junk"))
+    )
+    rows = connection.execute(query.order_by(*order, o.c.key).limit(top)).all()
+    return [
+        OffenderRow(
+            kind, row.key, int(row.junk), int(row.reporters), int(row.all), _iso(row.first), _iso(row.last)
+        )
+        for row in rows
     ]
 
 
@@ -276,7 +330,7 @@ def offender_detail(
     related_limit: int = 10,
 ) -> OffenderDetail | None:
     check_kind(kind)
-    key = key.strip().lower()
+    key = typed_key(kind, key)
     params = {"kind": kind, "key": key}
     row = connection.execute(_DETAIL.totals, params).first()
     if row is None:

@@ -43,7 +43,7 @@ from sinks.offenders import is_junk, offender_keys, reporter_key
 
 log = logging.getLogger("abusepipe.store")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 """The newest migration (the head of `migrations/versions`; a test holds the two together). A store at this
 revision is opened without loading Alembic at all: the MTA pipe opens the store once per message."""
 COMPRESSION_LEVEL = 3  # evidence is written far more often than read: a fast level
@@ -79,6 +79,7 @@ class PreparedReport:
     received_at: datetime
     reporter: str
     source_ip: str | None
+    source_country: str | None
     handoff_ip: str | None
     platform: str | None
     tenant_id: str | None
@@ -106,6 +107,7 @@ class PreparedReport:
             received_at=report.received_at or received_at,
             reporter=reporter_key(report),
             source_ip=source.ip,
+            source_country=source.country,
             handoff_ip=source.handoff_ip,
             platform=source.platform,
             tenant_id=source.tenant_id,

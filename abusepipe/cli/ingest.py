@@ -74,7 +74,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.runner import ParseOptions, ingest
     from ingest.sources import PathSource
 
-    options = ParseOptions(trap=args.trap, trust=trust(args, settings), limits=settings.parse_limits())
+    options = ParseOptions(
+        trap=args.trap,
+        trust=trust(args, settings),
+        limits=settings.parse_limits(),
+        enrichment=settings.enrichment(),
+    )
     paths = PathSource(args.paths, max_bytes=options.limits.max_message_bytes)
     source: Iterable[RawMessage | SourceError] = paths
     piped = args.paths == ["-"]

@@ -190,7 +190,9 @@ def run_smtp(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.runner import ParseOptions
     from ingest.smtp import IntakeHandler, SmtpOptions, make_routes, serve, tls_context
 
-    base = ParseOptions(trust=trust(args, settings), limits=settings.parse_limits())
+    base = ParseOptions(
+        trust=trust(args, settings), limits=settings.parse_limits(), enrichment=settings.enrichment()
+    )
     recipients = dict(settings.smtp_recipients)
     for spec in args.recipient:
         address, _, route = spec.partition("=")
@@ -253,7 +255,9 @@ def run_graph(args: argparse.Namespace, settings: Settings) -> int:
         max_message_bytes=settings.max_message_bytes,
         ca_file=str(settings.oauth2_ca_file) if settings.oauth2_ca_file else None,
     )
-    parse_options = ParseOptions(trap=args.trap, trust=policy, limits=settings.parse_limits())
+    parse_options = ParseOptions(
+        trap=args.trap, trust=policy, limits=settings.parse_limits(), enrichment=settings.enrichment()
+    )
     counters, log = IntakeCounters(), MessageLog("graph")
     _serve_metrics(args, "graph", counters)
     sink, destination = open_sink(args, settings)
@@ -335,7 +339,9 @@ def run_imap(args: argparse.Namespace, settings: Settings) -> int:
             f"--auth {options.auth} needs a token source: --oauth2-token-command, or Entra ID client "
             "credentials (--oauth2-tenant, --oauth2-client-id and a secret or certificate)"
         )
-    parse_options = ParseOptions(trap=args.trap, trust=policy, limits=settings.parse_limits())
+    parse_options = ParseOptions(
+        trap=args.trap, trust=policy, limits=settings.parse_limits(), enrichment=settings.enrichment()
+    )
     counters, log = IntakeCounters(), MessageLog("imap")
     _serve_metrics(args, "imap", counters)
     sink, destination = open_sink(args, settings)

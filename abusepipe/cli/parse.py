@@ -40,6 +40,11 @@ def run_parse(args: argparse.Namespace, settings: Settings) -> int:
 
     policy = trust(args, settings)
     limits = settings.parse_limits()
+    enrichment = settings.enrichment()
+    if enrichment is not None:
+        from ingest.enrich import enricher_for
+
+        enrich = enricher_for(enrichment).enrich
     rejected = 0
     out = sys.stdout
     for name in args.files:
@@ -59,6 +64,8 @@ def run_parse(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{label}: rejected: {exc.reason}", file=sys.stderr)
             continue
         for report in reports:
+            if enrichment is not None:
+                report = enrich(report)  # noqa: PLW2901 (the enriched report is the one printed)
             out.write(report.model_dump_json())
             out.write("\n")
         out.flush()

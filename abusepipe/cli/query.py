@@ -23,6 +23,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     offenders.add_argument("--since", help="window: 24h, 7d, 2w, or a date (2026-11-01)")
     offenders.add_argument("--top", type=positive, default=20)
     offenders.add_argument("--sort", choices=("reports", "reporters"), default="reports")
+    offenders.add_argument(
+        "--country",
+        metavar="CC",
+        help="only reports from sources in this country (needs ABUSEPIPE_COUNTRY_DB)",
+    )
     offenders.add_argument("--format", choices=FORMATS, default="table")
     store_option(offenders)
     offenders.set_defaults(run=run_offenders)
@@ -63,7 +68,9 @@ def run_offenders(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(args, settings)
     try:
         with store.connect() as connection:
-            rows = top_offenders(connection, args.by, now=now, since=since, top=args.top, sort=args.sort)
+            rows = top_offenders(
+                connection, args.by, now=now, since=since, top=args.top, sort=args.sort, country=args.country
+            )
     finally:
         store.close()
     columns = ["key", "reports", "reporters", "all_reports", "first_seen", "last_seen"]

@@ -27,7 +27,9 @@ from web.console.rankings import RankingCache
 
 router = APIRouter(prefix="/api/v1")
 
-Kind = Literal["ip", "network", "tenant", "from_domain", "mail_from_domain", "dkim_domain", "url_domain"]
+Kind = Literal[
+    "ip", "network", "tenant", "from_domain", "mail_from_domain", "dkim_domain", "url_domain", "asn"
+]
 assert set(Kind.__args__) == set(KINDS)  # type: ignore[attr-defined]
 Top = Annotated[int, Query(ge=1, le=1000, description="how many (at most 1000)")]
 Offset = Annotated[int, Query(ge=0, le=9000, description="skip this many, for paging")]
