@@ -11,6 +11,7 @@ COPY ingest ./ingest
 COPY sinks ./sinks
 COPY web ./web
 COPY blocklist ./blocklist
+COPY notify ./notify
 RUN pip install . && useradd --system --uid 10001 --home-dir /var/lib/abusepipe --create-home abusepipe \
     && mkdir /zones && chown abusepipe /zones
 

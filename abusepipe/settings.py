@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -23,6 +24,7 @@ from sinks.kafka_config import KafkaSettings, TopicNames
 if TYPE_CHECKING:
     from blocklist.policy import ListingPolicy
     from ingest.enrich import Enrichment
+    from notify.contacts import ContactSources
 
 
 def default_data_dir() -> Path:
@@ -152,6 +154,19 @@ class Settings(BaseSettings):
     country_db: Path | None = Field(
         default=None, description="a MaxMind-format country database (DB-IP Country Lite, IPinfo Lite...)"
     )
+    contact_overrides: dict[str, str] = Field(
+        default_factory=dict, description='abuse contacts by CIDR, asked first: {"192.0.2.0/24": "abuse@x"}'
+    )
+    abusix_zone: str = Field(
+        default="abuse-contacts.abusix.zone", description="Abusix's abuse-contact DNS zone (empty: not asked)"
+    )
+    rdap_url: str = Field(
+        default="https://rdap.org/", description="an RDAP base that redirects (empty: not asked)"
+    )
+    dns_server: str | None = Field(
+        default=None, description="HOST[:PORT] to ask (default: the system's resolver)"
+    )
+    contact_ttl_days: float = Field(default=7.0, gt=0, description="how long a found contact is kept")
     portal_listen: str = "127.0.0.1:8081"
     portal_workers: int = Field(
         default=1, ge=1, le=64, description="processes serving the portal (one per core)"
@@ -240,6 +255,30 @@ class Settings(BaseSettings):
             ssl_cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
             session_timeout_ms=self.kafka_session_timeout_ms,
             delivery_timeout=self.kafka_delivery_timeout,
+        )
+
+    def contact_sources(self) -> ContactSources:
+        from notify.contacts import ContactSources  # noqa: PLC0415
+
+        server = None
+        if self.dns_server:
+            text = self.dns_server.strip()
+            if text.startswith("["):  # [2001:db8::53]:5353
+                host, _, port = text[1:].partition("]")
+                port = port.removeprefix(":") or "53"
+            elif text.count(":") == 1:
+                host, _, port = text.partition(":")
+            else:
+                host, port = text, "53"
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"ABUSEPIPE_DNS_SERVER {self.dns_server!r}: give HOST or HOST:PORT")
+            server = (host, int(port))
+        return ContactSources(
+            overrides=ContactSources.parse_overrides(self.contact_overrides),
+            abusix_zone=self.abusix_zone,
+            rdap_url=self.rdap_url,
+            dns_server=server,
+            ttl=timedelta(days=self.contact_ttl_days),
         )
 
     def enrichment(self) -> Enrichment | None:

@@ -322,3 +322,17 @@ outbox = Table(
     Column("given_up_at", DateTime(timezone=True), comment="set when the relay refused it for good (5xx)"),
     Index("ix_outbox_due", "sent_at", "next_attempt_at"),
 )
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("ip", String(64), primary_key=True),
+    Column("contact", String(254), comment="the abuse address; NULL: none found"),
+    Column("origin", String(16), nullable=False, comment="abusix, rdap or none"),
+    Column("detail", Text, comment="where exactly: the DNS name asked, the RDAP URL and range"),
+    Column("rdns", String(253), comment="the PTR name"),
+    Column("rdns_confirmed", Boolean, nullable=False, comment="the name resolves back to the address"),
+    Column("error", Text, comment="why a source could not be asked (the entry then expires sooner)"),
+    Column("fetched_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)

@@ -43,7 +43,7 @@ from sinks.offenders import is_junk, offender_keys, reporter_key
 
 log = logging.getLogger("abusepipe.store")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 """The newest migration (the head of `migrations/versions`; a test holds the two together). A store at this
 revision is opened without loading Alembic at all: the MTA pipe opens the store once per message."""
 COMPRESSION_LEVEL = 3  # evidence is written far more often than read: a fast level

@@ -1,7 +1,7 @@
 """The `abusepipe` command. Bad input and bad arguments get one clear line, never a traceback.
 
 One module per command group (`parse`, `ingest`, `kafka`, `intake`, `query`, `web`, `blocklist`,
-`portal`);
+`portal`, `notify`);
 each adds its commands to the parser and names the function that runs each. Building the parser imports
 nothing heavy, and a command imports only what it uses: an MTA runs `abusepipe ingest -` once per message.
 """
@@ -16,11 +16,11 @@ import sys
 from collections.abc import Sequence
 
 from abusepipe import __version__
-from abusepipe.cli import blocklist, ingest, intake, kafka, parse, portal, query, web
+from abusepipe.cli import blocklist, ingest, intake, kafka, notify, parse, portal, query, web
 from abusepipe.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
 from abusepipe.errors import AbusepipeError, ConfigError, Unavailable
 
-GROUPS = (parse, ingest, kafka, intake, query, web, blocklist, portal)
+GROUPS = (parse, ingest, kafka, intake, query, web, blocklist, portal, notify)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,48 @@
+"""Abuse contacts and reverse DNS of sources, cached with an expiry
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-30 14:30:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "contacts",
+        sa.Column("ip", sa.String(64), nullable=False),
+        sa.Column("contact", sa.String(254), nullable=True, comment="the abuse address; NULL: none found"),
+        sa.Column("origin", sa.String(16), nullable=False, comment="abusix, rdap or none"),
+        sa.Column(
+            "detail",
+            sa.Text(),
+            nullable=True,
+            comment="where exactly: the DNS name asked, the RDAP URL and range",
+        ),
+        sa.Column("rdns", sa.String(253), nullable=True, comment="the PTR name"),
+        sa.Column(
+            "rdns_confirmed", sa.Boolean(), nullable=False, comment="the name resolves back to the address"
+        ),
+        sa.Column(
+            "error",
+            sa.Text(),
+            nullable=True,
+            comment="why a source could not be asked (the entry then expires sooner)",
+        ),
+        sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("ip", name=op.f("pk_contacts")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("contacts")
