@@ -167,6 +167,21 @@ class Settings(BaseSettings):
         default=None, description="HOST[:PORT] to ask (default: the system's resolver)"
     )
     contact_ttl_days: float = Field(default=7.0, gt=0, description="how long a found contact is kept")
+    notify_window_days: float = Field(
+        default=7.0, gt=0, description="reports older than this are not sent on"
+    )
+    notify_interval_hours: float = Field(
+        default=24.0, gt=0, description="at most one mail per contact this often"
+    )
+    notify_max_arf: int = Field(default=5, ge=1, description="more new reports than this go as one digest")
+    notify_opt_out: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="addresses or domains never notified"
+    )
+    notify_microsoft_junk: str = "junk@office365.microsoft.com"
+    notify_microsoft_phish: str = "phish@office365.microsoft.com"
+    notify_every: float = Field(
+        default=3600.0, gt=0, description="seconds between notify rounds (without --once)"
+    )
     portal_listen: str = "127.0.0.1:8081"
     portal_workers: int = Field(
         default=1, ge=1, le=64, description="processes serving the portal (one per core)"
@@ -198,7 +213,14 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=10, description="seconds between the policy server's looks at the store"
     )
 
-    @field_validator("trusted_networks", "imap_folders", "blocklist_kinds", "blocklist_allow", mode="before")
+    @field_validator(
+        "trusted_networks",
+        "imap_folders",
+        "blocklist_kinds",
+        "blocklist_allow",
+        "notify_opt_out",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """`a,b` (or a JSON list) in the environment; a list in the settings file."""

@@ -336,3 +336,22 @@ contacts = Table(
     Column("fetched_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("contact", String(254), nullable=False),
+    Column("kind", String(16), nullable=False, comment="arf, digest or microsoft"),
+    Column("reports", Integer, nullable=False),
+    Column("mails", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_notifications_contact", "contact", "at"),
+)
+
+notified_reports = Table(
+    "notified_reports",
+    metadata,
+    Column("report_id", String(64), primary_key=True, comment="carried by a notification: not sent again"),
+    Column("notification_id", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+)

@@ -1,4 +1,4 @@
-"""Abuse contacts and reverse DNS of sources, cached with an expiry
+"""Abuse contacts and reverse DNS of sources, cached with an expiry; what onward reporting sent
 
 Revision ID: 0008
 Revises: 0007
@@ -14,6 +14,8 @@ revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
+
+BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -42,7 +44,29 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("ip", name=op.f("pk_contacts")),
     )
+    op.create_table(
+        "notifications",
+        sa.Column("id", BIGINT, autoincrement=True, nullable=False),
+        sa.Column("contact", sa.String(254), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False, comment="arf, digest or microsoft"),
+        sa.Column("reports", sa.Integer(), nullable=False),
+        sa.Column("mails", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
+    )
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.create_index("ix_notifications_contact", ["contact", "at"], unique=False)
+    op.create_table(
+        "notified_reports",
+        sa.Column(
+            "report_id", sa.String(64), nullable=False, comment="carried by a notification: not sent again"
+        ),
+        sa.Column("notification_id", BIGINT, nullable=False),
+        sa.PrimaryKeyConstraint("report_id", name=op.f("pk_notified_reports")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("notified_reports")
+    op.drop_table("notifications")
     op.drop_table("contacts")
