@@ -164,3 +164,18 @@ def test_the_command(tmp_path: Path) -> None:
         sink.stop()
         dns_server.stop()
         rdap_server.stop()
+
+
+def test_fraud_through_exchange_online_goes_to_microsofts_phish_address(
+    world: tuple[ReportStore, OnwardReporter, SmtpSink],
+) -> None:
+    store, reporter, sink = world
+    now = datetime.now(UTC)
+    store.write([to_stored(RawMessage(forward([exo_junk()]), "t"), ParseOptions(feedback_type="fraud"), now)])
+    with store.transaction() as connection:
+        plans, _ = reporter.plan(connection)
+        reporter.send(connection, plans)
+    assert [p.line() for p in plans] == ["microsoft to phish@office365.microsoft.com: 1 reports"]
+    deliver(store, sink)
+    (mail,) = sink.to("phish@office365.microsoft.com")
+    assert mail.message.get_body(("plain",)) is None  # nothing but the attached junk
