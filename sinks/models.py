@@ -355,3 +355,19 @@ notified_reports = Table(
     Column("report_id", String(64), primary_key=True, comment="carried by a notification: not sent again"),
     Column("notification_id", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
 )
+
+feed_keys = Table(
+    "feed_keys",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("network", String(64), nullable=False, comment="the range whose data the key reads"),
+    Column("contact", String(254), nullable=False, comment="the range's RDAP abuse contact, who confirmed"),
+    Column("client", String(64), nullable=False),
+    Column("confirm_hash", String(64), nullable=False, unique=True, comment="SHA-256 of the mailed link"),
+    Column("confirm_expires_at", DateTime(timezone=True), nullable=False),
+    Column("key_hash", String(64), unique=True, comment="SHA-256 of the feed key, once confirmed"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_feed_keys_client", "client", "created_at"),
+)

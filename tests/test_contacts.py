@@ -110,6 +110,7 @@ class RdapStandIn:
         answers = {
             "/ip/45.33.8.1": (302, {"Location": "/registry/ip/45.33.8.1"}, b""),
             "/registry/ip/45.33.8.1": (200, {}, json.dumps(RIPE_LIKE).encode()),
+            "/ip/45.33.8.0": (200, {}, json.dumps(RIPE_LIKE).encode()),
             "/ip/45.33.66.6": (500, {}, b"oops"),
             "/ip/45.33.77.7": (200, {}, b"<html>not json</html>"),
             "/ip/45.33.55.5": (200, {}, b'{"x": "' + b"a" * (2 << 20) + b'"}'),

@@ -24,6 +24,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     store_option(contact)
     contact.set_defaults(run=run_contact)
     add_notify(commands)
+    keys = commands.add_parser("feed", help="network owners' feed keys (granted through the portal)")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the keys granted (never the keys themselves)")
+    listing.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    store_option(listing)
+    listing.set_defaults(run=run_feed_list)
+    revoke = actions.add_parser("revoke", help="a key reads nothing from now on")
+    revoke.add_argument("id", type=int)
+    store_option(revoke)
+    revoke.set_defaults(run=run_feed_revoke)
 
 
 def run_contact(args: argparse.Namespace, settings: Settings) -> int:
@@ -113,4 +123,36 @@ def run_notify(args: argparse.Namespace, settings: Settings) -> int:
                 one_round()
     finally:
         store.close()
+    return EXIT_OK
+
+
+def run_feed_list(args: argparse.Namespace, settings: Settings) -> int:
+    from abusepipe.output import render
+    from notify.feed import keys
+
+    store = open_store(args, settings)
+    try:
+        with store.connect() as connection:
+            found = keys(connection)
+    finally:
+        store.close()
+    print(render(found, ["id", "network", "contact", "confirmed_at", "revoked_at"], args.format))
+    return EXIT_OK
+
+
+def run_feed_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from notify.feed import revoke
+
+    store = open_store(args, settings)
+    try:
+        with store.transaction() as connection:
+            done = revoke(connection, args.id, datetime.now(UTC))
+    finally:
+        store.close()
+    if not done:
+        say(f"error: no feed key {args.id} in force")
+        return EXIT_NOT_FOUND
+    say(f"feed key {args.id} revoked")
     return EXIT_OK

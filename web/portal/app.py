@@ -37,7 +37,7 @@ from sinks.store import ReportStore
 from web.connections import RequestConnections
 from web.errors import handle_errors
 from web.headers import SecurityHeaders
-from web.portal import pages
+from web.portal import feed, pages
 from web.portal.i18n import LANGUAGES, choose, translations
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +57,8 @@ class PortalConfig:
     sender: OutboxSender | None = None
     policy_refresh: float = 5.0
     """The policy server's refresh, for the page that says when a delisting takes effect."""
+    rdap_url: str = "https://rdap.org/"
+    """Where the owners' feed finds a range's abuse contact."""
 
 
 class Portal:
@@ -151,6 +153,7 @@ def app_from_environment() -> ASGIApp:
         secret=secret or secrets.token_bytes(32),
         sender=OutboxSender(store, relay_of(settings), first_retry=settings.mail_retry_seconds),
         policy_refresh=settings.policy_refresh,
+        rdap_url=settings.rdap_url,
     )
     return create_app(config)
 
@@ -186,6 +189,7 @@ def create_app(config: PortalConfig) -> ASGIApp:
     app.state.portal = portal
     app.state.store = config.store  # web.connections reads it
     app.include_router(pages.router)
+    app.include_router(feed.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     def answer(request: Request, status: int, message: str) -> Response:

@@ -1,4 +1,4 @@
-"""Abuse contacts and reverse DNS of sources, cached with an expiry; what onward reporting sent
+"""Abuse contacts and reverse DNS (cached), what onward reporting sent, network owners' feed keys
 
 Revision ID: 0008
 Revises: 0007
@@ -64,9 +64,32 @@ def upgrade() -> None:
         sa.Column("notification_id", BIGINT, nullable=False),
         sa.PrimaryKeyConstraint("report_id", name=op.f("pk_notified_reports")),
     )
+    op.create_table(
+        "feed_keys",
+        sa.Column("id", BIGINT, autoincrement=True, nullable=False),
+        sa.Column("network", sa.String(64), nullable=False, comment="the range whose data the key reads"),
+        sa.Column(
+            "contact", sa.String(254), nullable=False, comment="the range's RDAP abuse contact, who confirmed"
+        ),
+        sa.Column("client", sa.String(64), nullable=False),
+        sa.Column("confirm_hash", sa.String(64), nullable=False, comment="SHA-256 of the mailed link"),
+        sa.Column("confirm_expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "key_hash", sa.String(64), nullable=True, comment="SHA-256 of the feed key, once confirmed"
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_feed_keys")),
+        sa.UniqueConstraint("confirm_hash", name=op.f("uq_feed_keys_confirm_hash")),
+        sa.UniqueConstraint("key_hash", name=op.f("uq_feed_keys_key_hash")),
+    )
+    with op.batch_alter_table("feed_keys", schema=None) as batch_op:
+        batch_op.create_index("ix_feed_keys_client", ["client", "created_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table("feed_keys")
     op.drop_table("notified_reports")
     op.drop_table("notifications")
     op.drop_table("contacts")
