@@ -7,6 +7,7 @@ whose sources failed for an hour. Never on the ingest path: `abusepipe contact` 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,29 @@ NO_CONTACT_TTL = timedelta(days=1)
 FAILED_TTL = timedelta(hours=1)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+PLACEHOLDER_LOCALS = frozenset({"none", "null", "nobody", "noreply", "no-reply", "donotreply", "unknown"})
+PLACEHOLDER_DOMAINS = frozenset({"example.com", "example.net", "example.org", "localhost", "none", "invalid"})
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
+)
+
+
+def usable(address: str | None) -> str | None:
+    """An abuse address a registry or zone gave, if it is one: registries hold placeholders
+    (`none@none`, `abuse@example.com`, `noreply@...`) and free text."""
+    if not address:
+        return None
+    candidate = address.strip().strip("<>").lower()
+    if not _ADDRESS.fullmatch(candidate):
+        return None
+    local, _, domain = candidate.rpartition("@")
+    if local in PLACEHOLDER_LOCALS or domain in PLACEHOLDER_DOMAINS or "." not in domain:
+        return None
+    if domain.endswith((".invalid", ".localhost", ".local")):
+        return None
+    return candidate
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +153,8 @@ class ContactFinder:
             except rdap.RdapError as exc:
                 errors.append(str(exc))
             else:
-                if answer.contact is not None:
-                    contact, origin = answer.contact, "rdap"
+                if usable(answer.contact) is not None:
+                    contact, origin = usable(answer.contact), "rdap"
                 detail = f"{answer.url} ({answer.network})" if answer.network else answer.url
         if contact is None:
             origin = "none"
@@ -174,8 +198,9 @@ class ContactFinder:
         for record in answer:
             text = b"".join(record.strings).decode("ascii", "replace").strip()
             for candidate in text.replace(",", " ").split():
-                if "@" in candidate and len(candidate) <= 254 and not any(c in candidate for c in '<>;"'):
-                    return candidate.lower(), "abusix", query
+                found = usable(candidate)
+                if found is not None:
+                    return found, "abusix", query
         return None, "none", query
 
     def _cached(self, connection: Connection, ip: str, now: datetime) -> Contact | None:

@@ -51,6 +51,8 @@ class DnsServer:
             "--ptr-record=9.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.e.7.1.0.a.2.ip6.arpa,v6.sender.example",
             "--host-record=v6.sender.example,2a01:7e00::9",
             f"--txt-record=9.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.e.7.1.0.a.2.{ZONE},abuse-v6@hoster.example",
+            f"--txt-record=2.2.33.45.{ZONE},none@none",  # registries' placeholders
+            f"--txt-record=3.2.33.45.{ZONE},abuse@example.com",
         ]
         local = [f"--local=/{zone}/" for zone in (ZONE, "in-addr.arpa", "ip6.arpa", "example")]
         self.log = tmp / "dnsmasq.log"
@@ -114,6 +116,16 @@ class RdapStandIn:
             "/ip/45.33.66.6": (500, {}, b"oops"),
             "/ip/45.33.77.7": (200, {}, b"<html>not json</html>"),
             "/ip/45.33.55.5": (200, {}, b'{"x": "' + b"a" * (2 << 20) + b'"}'),
+            "/ip/45.33.2.2": (
+                200,
+                {},
+                json.dumps({"entities": [rdap_entity("P", ["abuse"], "noreply@hoster.example")]}).encode(),
+            ),
+            "/ip/45.33.2.3": (
+                200,
+                {},
+                json.dumps({"entities": [rdap_entity("P", ["abuse"], "please see www")]}).encode(),
+            ),
         }
         self.asked: list[str] = []
 
@@ -248,3 +260,26 @@ def test_abuse_email_reads_only_what_rdap_allows() -> None:
     level["entities"].append(rdap_entity("deep", ["abuse"], "deep@x.example"))
     assert abuse_email(deep) is None  # beyond the depth read
     assert abuse_email({"entities": "nonsense"}) is None
+
+
+def test_placeholders_timeouts_and_refusals_are_no_contact(
+    services: tuple[DnsServer, RdapStandIn], tmp_path: Path
+) -> None:
+    store = ReportStore.open(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        with store.transaction() as connection:
+            looker = finder(services)
+            for ip in ("45.33.2.2", "45.33.2.3"):  # a placeholder in the zone, then one (or text) in RDAP
+                found = looker.find(connection, ip)
+                assert (found.contact, found.origin, found.error) == (None, "none", None), found
+            refused = finder(services, abusix_zone="contacts.elsewhere.example.org")  # dnsmasq: REFUSED
+            found = refused.find(connection, "45.33.8.1", refresh=True)
+            assert found.contact == "abuse@example-hoster.example"  # RDAP answered all the same
+            assert "DNS" in (found.error or "")
+            silent = ContactFinder(
+                ContactSources(rdap_url="", dns_server=("127.0.0.1", free_ports(1)), dns_timeout=0.5)
+            )  # nothing listens: every query times out
+            found = silent.find(connection, "45.33.7.9", refresh=True)
+            assert (found.contact, found.rdns) == (None, None) and "Timeout" in (found.error or ""), found
+    finally:
+        store.close()

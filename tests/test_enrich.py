@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,3 +145,43 @@ def test_offenders_by_asn_and_by_country(
     shown = json.loads(detail.stdout)
     assert (shown["key"], shown["reports"]) == ("AS64500", 6)
     assert {row["key"] for row in shown["related"]["ip"]} == {"45.33.7.9", "45.33.7.10", "45.33.8.1"}
+
+
+def real_databases() -> Path:
+    """ip-location-db's data from the npm registry (scripts/geodata.py; cached in .cache/geodata)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "geodata.py")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the real-data test: scripts/geodata.py failed: {done.stderr.strip()}")
+        pytest.skip(f"no real IP data: {done.stderr.strip()[-200:]}")
+    return Path(done.stdout.strip())
+
+
+@pytest.mark.integration
+def test_real_data_names_known_networks(tmp_path: Path) -> None:
+    data = real_databases()
+    enricher = SourceEnricher(Enrichment(data / "asn.mmdb", data / "geo-whois-asn-country.mmdb"))
+    known = {
+        "8.8.8.8": (15169, "US"),  # Google Public DNS
+        "1.1.1.1": (13335, "AU"),  # Cloudflare's resolver, registered with APNIC
+        "193.0.6.139": (3333, "NL"),  # RIPE NCC's own network
+    }
+    for ip, (asn, country) in known.items():
+        facts = enricher.facts(ip)
+        assert (facts.asn, facts.country) == (asn, country), (ip, facts)
+    assert enricher.facts("2001:4860:4860::8888").country == "US"  # IPv6: the country database has it
+    env = {
+        "ABUSEPIPE_ASN_DB": str(data / "asn.mmdb"),
+        "ABUSEPIPE_COUNTRY_DB": str(data / "geo-whois-asn-country.mmdb"),
+    }
+    database = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    done = cli(database, "ingest", "-", stdin=report_about("8.8.8.8"), env=env)
+    assert done.returncode == 0, done.stderr
+    listed = cli(database, "offenders", "--by", "asn", "--format", "json")
+    assert [row["key"] for row in json.loads(listed.stdout)] == ["AS15169"]

@@ -179,3 +179,47 @@ def test_fraud_through_exchange_online_goes_to_microsofts_phish_address(
     deliver(store, sink)
     (mail,) = sink.to("phish@office365.microsoft.com")
     assert mail.message.get_body(("plain",)) is None  # nothing but the attached junk
+
+
+def test_a_crash_mid_batch_sends_nothing_twice_and_a_relay_outage_only_delays(
+    world: tuple[ReportStore, OnwardReporter, SmtpSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notify import onward
+
+    store, reporter, sink = world
+    now = datetime.now(UTC)
+    store.write([report("45.33.7.9", "a@isp.example", now), report("45.33.8.1", "b@isp.example", now)])
+    real_enqueue = onward.outbox.enqueue
+    calls: list[int] = []
+
+    def crash_on_second(*args: object, **kwargs: object) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the process died here")
+        return real_enqueue(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onward.outbox, "enqueue", crash_on_second)
+    with pytest.raises(RuntimeError), store.transaction() as connection:
+        plans, _ = reporter.plan(connection)
+        reporter.send(connection, plans)
+    with store.connect() as connection:
+        assert outbox.mails(connection) == []  # the half-sent batch left nothing behind
+    monkeypatch.setattr(onward.outbox, "enqueue", real_enqueue)
+    with store.transaction() as connection:
+        plans, _ = reporter.plan(connection)
+        assert reporter.send(connection, plans) == 2
+
+    sink.stop()  # the relay is down when the mails go out
+    sender = OutboxSender(store, MailRelay.parse(sink.relay, sender=DESK), first_retry=0.01)
+    assert sender.flush() == (0, 2)
+    sink.start()
+    time_limit = datetime.now(UTC) + timedelta(seconds=10)
+    while len(sink.received) < 2:
+        assert datetime.now(UTC) < time_limit, sink.received
+        sender.flush()
+    assert sorted(r for m in sink.received for r in m.recipients) == [
+        "abuse@example-hoster.example",
+        "abuse@hoster.example",
+    ]
+    sender.flush()
+    assert len(sink.received) == 2  # each once
