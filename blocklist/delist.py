@@ -438,7 +438,7 @@ def decide(
     """An analyst's decision on a queued request: approve delists every listing that covers the IP."""
     reason = " ".join((reason or "").split())[:500]
     if not reason:
-        raise ConfigError("a decision needs a reason (--reason); the requester is told it")
+        raise ConfigError("a decision needs a reason: the requester is told it")
     request = get(connection, request_id)
     if request is None:
         raise ConfigError(f"no delisting request {request_id}")

@@ -215,6 +215,32 @@ def audit(
     )
 
 
+def create_audited(
+    connection: Connection,
+    name: str,
+    role: str,
+    *,
+    actor: str,
+    client: str,
+    now: datetime,
+    expires: timedelta | None = None,
+) -> str:
+    """A new token and the audit row that says who made it (the CLI, the API and the console's page)."""
+    token = create_token(connection, name, role, now=now, expires=expires)
+    audit(connection, actor=actor, action="token-create", target=f"{name} ({role})", client=client, now=now)
+    return token
+
+
+def revoke_audited(
+    connection: Connection, which: str, *, actor: str, client: str, now: datetime
+) -> TokenInfo | None:
+    """Revoke a token and write the audit row (nothing when there is no such token)."""
+    info = revoke_token(connection, which, now=now)
+    if info is not None:
+        audit(connection, actor=actor, action="token-revoke", target=info.name, client=client, now=now)
+    return info
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     id: int

@@ -85,14 +85,8 @@ def run_token_create(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     try:
         with store.engine.begin() as connection:
-            token = access.create_token(connection, args.name, args.role, now=now, expires=lifetime)
-            access.audit(
-                connection,
-                actor=_actor(),
-                action="token-create",
-                target=f"{args.name} ({args.role})",
-                client="cli",
-                now=now,
+            token = access.create_audited(
+                connection, args.name, args.role, actor=_actor(), client="cli", now=now, expires=lifetime
             )
     finally:
         store.close()
@@ -121,11 +115,7 @@ def run_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     try:
         with store.engine.begin() as connection:
-            info = access.revoke_token(connection, args.which, now=now)
-            if info is not None:
-                access.audit(
-                    connection, actor=_actor(), action="token-revoke", target=info.name, client="cli", now=now
-                )
+            info = access.revoke_audited(connection, args.which, actor=_actor(), client="cli", now=now)
     finally:
         store.close()
     if info is None:

@@ -191,14 +191,14 @@ def create_token(request: Request, body: NewToken) -> Any:
     lifetime = access.parse_lifetime(body.expires) if body.expires else None
     now = datetime.now(UTC)
     with db(request, write=True) as connection:
-        token = access.create_token(connection, body.name, body.role, now=now, expires=lifetime)
-        access.audit(
+        token = access.create_audited(
             connection,
+            body.name,
+            body.role,
             actor=caller.principal.name,
-            action="token-create",
-            target=f"{body.name} ({body.role})",
             client=caller.client,
             now=now,
+            expires=lifetime,
         )
     return JSONResponse({"name": body.name.strip(), "role": body.role, "token": token}, status_code=201)
 
@@ -208,17 +208,11 @@ def revoke_token(request: Request, which: str) -> Any:
     caller = caller_with(request, "admin")
     now = datetime.now(UTC)
     with db(request, write=True) as connection:
-        info = access.revoke_token(connection, which[:100], now=now)
+        info = access.revoke_audited(
+            connection, which[:100], actor=caller.principal.name, client=caller.client, now=now
+        )
         if info is None:
             raise NotFound(f"no token {which[:100]}")
-        access.audit(
-            connection,
-            actor=caller.principal.name,
-            action="token-revoke",
-            target=info.name,
-            client=caller.client,
-            now=now,
-        )
     request.app.state.tokens.clear()  # committed: in force here at once, not after the cache's seconds
     return token_document(info)
 

@@ -120,7 +120,7 @@ def login(
 
 @router.post("/logout", include_in_schema=False)
 async def logout(request: Request) -> Response:
-    caller = await _caller_async(request)
+    caller = await page_caller_async(request)
     await check_csrf(request, caller)
     with db(request, write=True) as connection:
         access.close_session(connection, request.cookies.get(COOKIE))
@@ -129,7 +129,7 @@ async def logout(request: Request) -> Response:
     return response
 
 
-async def _caller_async(request: Request, role: access.Role = "viewer") -> Caller:
+async def page_caller_async(request: Request, role: access.Role = "viewer") -> Caller:
     caller: Caller = await run_in_threadpool(page_caller, request, role)
     return caller
 
@@ -326,7 +326,7 @@ def tokens(request: Request) -> Response:
 
 @router.post("/admin/tokens", include_in_schema=False)
 async def create_token(request: Request) -> Response:
-    caller = await _caller_async(request, "admin")
+    caller = await page_caller_async(request, "admin")
     await check_csrf(request, caller)
     form = await request.form()
     name, role, expires = (
@@ -341,14 +341,14 @@ def _create_token(request: Request, caller: Caller, name: str, role: str, expire
     now = datetime.now(UTC)
     lifetime = access.parse_lifetime(expires) if expires.strip() else None
     with db(request, write=True) as connection:
-        token = access.create_token(connection, name, role, now=now, expires=lifetime)
-        access.audit(
+        token = access.create_audited(
             connection,
+            name,
+            role,
             actor=caller.principal.name,
-            action="token-create",
-            target=f"{name} ({role})",
             client=caller.client,
             now=now,
+            expires=lifetime,
         )
         rows = [token_document(info) for info in access.list_tokens(connection)]
     return render(
@@ -365,7 +365,7 @@ def _create_token(request: Request, caller: Caller, name: str, role: str, expire
 
 @router.post("/admin/tokens/{which}/revoke", include_in_schema=False)
 async def revoke_token(request: Request, which: str) -> Response:
-    caller = await _caller_async(request, "admin")
+    caller = await page_caller_async(request, "admin")
     await check_csrf(request, caller)
     return await run_in_threadpool(_revoke_token, request, caller, which)
 
@@ -373,17 +373,11 @@ async def revoke_token(request: Request, which: str) -> Response:
 def _revoke_token(request: Request, caller: Caller, which: str) -> Response:
     now = datetime.now(UTC)
     with db(request, write=True) as connection:
-        info = access.revoke_token(connection, which[:100], now=now)
+        info = access.revoke_audited(
+            connection, which[:100], actor=caller.principal.name, client=caller.client, now=now
+        )
         if info is None:
             raise NotFound(f"no token {which[:100]}")
-        access.audit(
-            connection,
-            actor=caller.principal.name,
-            action="token-revoke",
-            target=info.name,
-            client=caller.client,
-            now=now,
-        )
     request.app.state.tokens.clear()  # committed: in force here at once, not after the cache's seconds
     return RedirectResponse("/admin/tokens", status_code=303)
 
