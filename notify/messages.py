@@ -17,6 +17,7 @@ from email.message import EmailMessage, Message
 from email.utils import format_datetime, make_msgid
 
 from abusepipe import __version__
+from sinks.outbox import new_message
 
 MAX_EVIDENCE = 2 << 20
 """Bytes of the original attached at most (a larger one is cut, and the report says so)."""
@@ -81,23 +82,12 @@ def recipients(original: bytes) -> list[str]:
     return found
 
 
-def _base(sender: str, recipient: str, subject: str, now: datetime) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = subject
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
-    message["Auto-Submitted"] = "auto-generated"
-    return message
-
-
 def arf(evidence: Evidence, *, sender: str, recipient: str, operator: str, now: datetime) -> EmailMessage:
     """RFC 5965: a human-readable part, the machine-readable report, the original (redacted)."""
     hidden = [evidence.reporter, *recipients(evidence.original)]
     original = redact(evidence.original[:MAX_EVIDENCE], hidden)
     where = evidence.source_ip or "an unknown source"
-    message = _base(sender, recipient, f"Abuse report: {evidence.feedback_type} from {where}", now)
+    message = new_message(sender, recipient, f"Abuse report: {evidence.feedback_type} from {where}", now)
     cut = len(evidence.original) > MAX_EVIDENCE
     message.set_content(
         f"This is an abuse report about a message from {where} that a recipient at {operator} reported "
@@ -143,7 +133,7 @@ def digest(
 ) -> EmailMessage:
     """Many reports at once: a summary and a CSV of them (no originals)."""
     sources = sorted({e.source_ip for e in rows if e.source_ip})
-    message = _base(
+    message = new_message(
         sender, recipient, f"Abuse reports: {len(rows)} messages from {len(sources)} of your addresses", now
     )
     message.set_content(
@@ -172,7 +162,7 @@ def microsoft(evidence: Evidence, *, sender: str, recipient: str, now: datetime)
     attachment and nothing else."""
     hidden = [evidence.reporter, *recipients(evidence.original)]
     original = redact(evidence.original[:MAX_EVIDENCE], hidden)
-    message = _base(sender, recipient, "Junk from Exchange Online", now)
+    message = new_message(sender, recipient, "Junk from Exchange Online", now)
     junk = email.message_from_bytes(original, policy=email.policy.compat32)  # its header lines as they were
     message.add_attachment(junk, filename=f"{evidence.report_id[:16]}.eml")
     if "MIME-Version" not in message:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from sqlalchemy import Connection, and_, desc, insert, select, update
@@ -72,6 +73,18 @@ class QueuedMail:
             "sent_at": self.sent_at.isoformat() if self.sent_at else None,
             "last_error": self.last_error,
         }
+
+
+def new_message(sender: str, recipient: str, subject: str, now: datetime) -> EmailMessage:
+    """The headers every mail abusepipe sends carries; the caller adds the content."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = subject
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to us
+    return message
 
 
 def enqueue(connection: Connection, message: EmailMessage, *, purpose: str, now: datetime) -> int:

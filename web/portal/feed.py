@@ -6,7 +6,6 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -82,13 +81,7 @@ def feed_ask(request: Request, network: Annotated[str, Form(max_length=64)] = ""
 
 
 def _confirmation(sender: str, contact: str, network: str, link: str, now: datetime) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = contact
-    message["Subject"] = f"Confirm access to abuse data for {network}"
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
-    message["Auto-Submitted"] = "auto-generated"
+    message = outbox.new_message(sender, contact, f"Confirm access to abuse data for {network}", now)
     message.set_content(
         f"Someone asked for a feed of the abuse reports we receive about {network}, for which your\n"
         "address is the abuse contact at the registry. To give them access, open this link within 30\n"

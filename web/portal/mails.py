@@ -10,9 +10,9 @@ from __future__ import annotations
 import textwrap
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 
 from blocklist.delist import DelistRequest
+from sinks.outbox import new_message
 from web.portal.i18n import translations
 
 
@@ -26,13 +26,7 @@ def _wrap(body: str) -> str:
 
 def _message(sender: str, recipient: str, subject: str, body: str, now: datetime) -> EmailMessage:
     body = _wrap(body)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = subject
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to us
+    message = new_message(sender, recipient, subject, now)
     # 7bit or 8bit, never quoted-printable or base64: the link stays one readable line in any client
     message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "8bit")
     return message
