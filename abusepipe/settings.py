@@ -305,12 +305,12 @@ class Settings(BaseSettings):
 
     def enrichment(self) -> Enrichment | None:
         """The enrichment databases, checked here so that a wrong path is one line at start."""
-        from ingest.enrich import Enrichment, SourceEnricher  # noqa: PLC0415
+        from ingest.enrich import Enrichment, enricher_for  # noqa: PLC0415
 
         enrichment = Enrichment(self.asn_db, self.country_db)
         if not enrichment:
             return None
-        SourceEnricher(enrichment)  # opens both: ConfigError naming the setting when one is unreadable
+        enricher_for(enrichment)  # opens both (kept for this process): a ConfigError naming the setting
         return enrichment
 
     def listing_policy(self) -> ListingPolicy:

@@ -33,8 +33,11 @@ class Evidence:
     source_ip: str | None
     seen_at: datetime
     reporter: str
-    original: bytes
-    """The junk message as the reporter received it (the innermost attached message, else the input)."""
+    original: bytes = b""
+    """The junk message as the reporter received it (the innermost attached message, else the input);
+    read only for the mails that attach it."""
+    input_sha256: str = ""
+    """The stored input it came from."""
     mail_from: str | None = None
     from_domain: str | None = None
     subject: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
@@ -70,30 +70,34 @@ def _new_reports(connection: Connection, since: datetime) -> list[Evidence]:
     query = (
         select(
             R.c.report_id, R.c.feedback_type, R.c.source_ip, R.c.seen_at, R.c.reporter, R.c.platform,
-            R.c.mail_from_domain, R.c.from_domain, R.c.subject, R.c.message_id, RAW.c.data,
+            R.c.mail_from_domain, R.c.from_domain, R.c.subject, R.c.message_id, R.c.input_sha256,
         )
-        .join(RAW, RAW.c.sha256 == R.c.input_sha256)
         .where(R.c.junk.is_(True), R.c.seen_at >= since, ~carried)
         .order_by(R.c.seen_at, R.c.report_id)
         .limit(10_000)
     )  # fmt: skip
-    found = []
-    for row in connection.execute(query):
-        original = junk_of(decompress(row.data))
-        evidence = Evidence(
+    return [
+        Evidence(
             report_id=row.report_id,
             feedback_type=row.feedback_type,
             source_ip=row.source_ip,
             seen_at=utc(row.seen_at),
             reporter=row.reporter,
-            original=original,
+            input_sha256=row.input_sha256,
             from_domain=row.from_domain,
             subject=row.subject,
             message_id=row.message_id,
             via_microsoft=row.platform == "exchange-online",
         )
-        found.append(evidence)
-    return found
+        for row in connection.execute(query)
+    ]
+
+
+def _with_original(connection: Connection, evidence: Evidence) -> Evidence:
+    """The junk itself, read only for the mails that attach it (a digest or a report that waits
+    needs none)."""
+    data = connection.execute(select(RAW.c.data).where(RAW.c.sha256 == evidence.input_sha256)).scalar_one()
+    return replace(evidence, original=junk_of(decompress(data)))
 
 
 def _last_sent(connection: Connection, contact: str) -> datetime | None:
@@ -113,6 +117,7 @@ class OnwardReporter:
         by_contact: dict[str, list[Evidence]] = defaultdict(list)
         waiting: list[str] = []
         no_contact: set[str] = set()
+        contact_of: dict[str, str | None] = {}  # a flood's many reports from one address: one look
         for evidence in _new_reports(connection, now - self.policy.window):
             if evidence.via_microsoft:
                 fraud = evidence.feedback_type == "fraud"
@@ -122,11 +127,13 @@ class OnwardReporter:
                 continue
             if evidence.source_ip is None:
                 continue
-            found = self.contacts.find(connection, evidence.source_ip)
-            if found.contact is None:
+            if evidence.source_ip not in contact_of:
+                contact_of[evidence.source_ip] = self.contacts.find(connection, evidence.source_ip).contact
+            contact = contact_of[evidence.source_ip]
+            if contact is None:
                 no_contact.add(evidence.source_ip)
                 continue
-            by_contact[found.contact].append(evidence)
+            by_contact[contact].append(evidence)
         plans: list[Planned] = []
         for key, reports in sorted(by_contact.items()):
             if key.startswith(f"{MICROSOFT}:"):
@@ -153,13 +160,18 @@ class OnwardReporter:
             messages: list[EmailMessage]
             if planned.kind == MICROSOFT:
                 messages = [
-                    microsoft(e, sender=self.policy.sender, recipient=planned.contact, now=now)
+                    microsoft(
+                        _with_original(connection, e),
+                        sender=self.policy.sender,
+                        recipient=planned.contact,
+                        now=now,
+                    )
                     for e in planned.reports
                 ]
             elif planned.kind == "arf":
                 messages = [
                     arf(
-                        e,
+                        _with_original(connection, e),
                         sender=self.policy.sender,
                         recipient=planned.contact,
                         operator=self.policy.operator,
