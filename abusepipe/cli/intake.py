@@ -22,9 +22,11 @@ from abusepipe.errors import ConfigError
 from ingest.defaults import default_workers
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from abusepipe.settings import Settings
     from ingest.imap import ImapOptions, PassResult
-    from ingest.live import IntakeCounters
+    from ingest.live import IntakeCounters, MessageLog
     from ingest.oauth import TokenSource
 
 IMAP_SCOPE = "https://outlook.office365.com/.default"
@@ -266,21 +268,7 @@ def run_graph(args: argparse.Namespace, settings: Settings) -> int:
     reader = GraphIntake(options, intake, parse_options, counters, log, tokens=tokens)
     try:
         log.text(f"reading {options.folder} of {mailbox} through Microsoft Graph into {destination}")
-        if args.once:
-            result = reader.run_once()
-            log.text(f"done: {counters.line()}")
-            return EXIT_TEMPFAIL if result.retried else EXIT_OK
-        last = [time.monotonic()]
-
-        def on_pass(_: PassResult) -> None:
-            if time.monotonic() - last[0] >= args.stats_interval:
-                log.text(f"so far: {counters.line()}")
-                last[0] = time.monotonic()
-
-        with stop_on_signals() as stop:
-            reader.run(stop, on_pass=on_pass)
-        log.text(f"stopped: {counters.line()}")
-        return EXIT_OK
+        return _read_mailbox(args, log, counters, once=reader.run_once, run=reader.run)
     finally:
         reader.close()
         intake.close()
@@ -352,21 +340,34 @@ def run_imap(args: argparse.Namespace, settings: Settings) -> int:
         log.text(
             f"reading {', '.join(options.folders)} at {options.host} as {options.username} into {destination}"
         )
-        if args.once:
-            result = reader.once()
-            log.text(f"done: {counters.line()}")
-            return EXIT_TEMPFAIL if result.retried else EXIT_OK
-        last = [time.monotonic()]
-
-        def on_pass(_: PassResult) -> None:
-            if time.monotonic() - last[0] >= args.stats_interval:
-                log.text(f"so far: {counters.line()}")
-                last[0] = time.monotonic()
-
-        with stop_on_signals() as stop:
-            reader.run(stop, on_pass=on_pass)
-        log.text(f"stopped: {counters.line()}")
-        return EXIT_OK
+        return _read_mailbox(args, log, counters, once=reader.once, run=reader.run)
     finally:
         intake.close()
         sink.close()
+
+
+def _read_mailbox(
+    args: argparse.Namespace,
+    log: MessageLog,
+    counters: IntakeCounters,
+    *,
+    once: Callable[[], PassResult],
+    run: Callable[..., None],
+) -> int:
+    """`imap` and `graph` alike: one pass with --once (exit 75 when anything must be retried), else
+    passes until a signal, with a counters line every --stats-interval seconds."""
+    if args.once:
+        result = once()
+        log.text(f"done: {counters.line()}")
+        return EXIT_TEMPFAIL if result.retried else EXIT_OK
+    last = [time.monotonic()]
+
+    def on_pass(_: PassResult) -> None:
+        if time.monotonic() - last[0] >= args.stats_interval:
+            log.text(f"so far: {counters.line()}")
+            last[0] = time.monotonic()
+
+    with stop_on_signals() as stop:
+        run(stop, on_pass=on_pass)
+    log.text(f"stopped: {counters.line()}")
+    return EXIT_OK
