@@ -187,11 +187,24 @@ def sender_delistings(connection: Connection, ip: str, now: datetime) -> int:
 
 
 def self_service(
-    connection: Connection, ip: str, found: list[Listing], limits: RequestLimits, now: datetime
+    connection: Connection,
+    ip: str,
+    found: list[Listing],
+    limits: RequestLimits,
+    now: datetime,
+    *,
+    history: list[Change] | None = None,
 ) -> bool:
+    """Whether a confirmed request delists at once: every listing covering the IP is an automatic
+    listing of it, and its sender delisted it fewer than the limit in QUOTA_WINDOW. `history`: the
+    public history already read (the count is taken from it when it is complete)."""
     if not found or any(x.kind != "ip" or x.origin != "policy" for x in found):
         return False
-    return sender_delistings(connection, ip, now) < limits.self_delistings
+    if history is not None and len(history) < HISTORY:
+        count = sum(1 for c in history if c.event == SENDER and c.at > now - QUOTA_WINDOW)
+    else:
+        count = sender_delistings(connection, ip, now)
+    return count < limits.self_delistings
 
 
 HISTORY = 50
@@ -228,12 +241,7 @@ def status(
     newest = last_seen(connection, "ip", ip)
     reporters, traps = exact_counts(connection, "ip", ip, start) if newest and newest > start else (0, 0)
     history = public_history(connection, ip) if own is not None else []
-    if found and all(x.kind == "ip" and x.origin == "policy" for x in found):
-        recent = [c for c in history if c.event == SENDER and c.at > now - QUOTA_WINDOW]
-        count = len(recent) if len(history) < HISTORY else sender_delistings(connection, ip, now)
-        allowed = count < limits.self_delistings
-    else:
-        allowed = False
+    allowed = self_service(connection, ip, found, limits, now, history=history)
     return Status(
         ip=ip,
         listings=tuple(found),
