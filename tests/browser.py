@@ -49,6 +49,23 @@ class Page:
             else None
         )
 
+    def follow(self, element: object, *, expected: str | None = None, submit: bool = False) -> None:
+        """Click `element` (or submit its form) and wait for the page it leads to: a click returns before
+        the navigation it starts ends, so reading the page straight after it reads the old one."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        old = self.driver.find_element(By.TAG_NAME, "html")  # type: ignore[attr-defined]
+        if submit:
+            element.submit()  # type: ignore[attr-defined]
+        else:
+            element.click()  # type: ignore[attr-defined]
+        wait = WebDriverWait(self.driver, 30)
+        wait.until(expected_conditions.staleness_of(old))
+        wait.until(lambda driver: driver.execute_script("return document.readyState") == "complete")
+        self.check(expected=expected)
+
     def check(self, *, expected: str | None = None) -> None:
         """No console error and no CSP violation so far, and no injected script ran."""
         for entry in self.driver.get_log("browser"):  # type: ignore[attr-defined]

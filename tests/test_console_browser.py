@@ -67,8 +67,7 @@ def log_in(page: Page, token: str) -> None:
     assert page.driver.title.startswith("Log in")  # type: ignore[attr-defined]
     page.shot("console-login")
     page.driver.find_element(By.ID, "token").send_keys(token)  # type: ignore[attr-defined]
-    page.driver.find_element(By.CSS_SELECTOR, "form.login button").click()  # type: ignore[attr-defined]
-    page.check()
+    page.follow(page.driver.find_element(By.CSS_SELECTOR, "form.login button"))  # type: ignore[attr-defined]
     assert page.driver.title.startswith("Offenders")  # type: ignore[attr-defined]
 
 
@@ -82,18 +81,15 @@ def test_an_analyst_walks_the_console(console: Console, tmp_path: Path) -> None:
         bars = driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")  # type: ignore[attr-defined]
         assert len(bars) >= 168 and any(float(bar.get_attribute("height")) > 0 for bar in bars)
         page.shot("console-overview")
-        driver.find_element(By.LINK_TEXT, "Offenders").click()  # type: ignore[attr-defined]
-        page.check()
+        page.follow(driver.find_element(By.LINK_TEXT, "Offenders"))  # type: ignore[attr-defined]
         first = driver.find_element(By.CSS_SELECTOR, "table.offenders td.key a")  # type: ignore[attr-defined]
         key = first.text
         page.shot("console-offenders")
-        first.click()
-        page.check()
+        page.follow(first)
         assert key in driver.find_element(By.TAG_NAME, "h1").text  # type: ignore[attr-defined]
         assert driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")  # type: ignore[attr-defined]
         page.shot("console-offender")
-        driver.find_element(By.CSS_SELECTOR, "main table a[href^='/reports/']").click()  # type: ignore[attr-defined]
-        page.check()
+        page.follow(driver.find_element(By.CSS_SELECTOR, "main table a[href^='/reports/']"))  # type: ignore[attr-defined]
         assert driver.find_elements(By.CSS_SELECTOR, "tr.boundary")  # type: ignore[attr-defined]
         page.shot("console-report")
         download = driver.find_element(By.CSS_SELECTOR, "a[download]")  # type: ignore[attr-defined]
@@ -109,8 +105,7 @@ def test_an_analyst_walks_the_console(console: Console, tmp_path: Path) -> None:
         page.check()
         search = driver.find_element(By.CSS_SELECTOR, "form.search input")  # type: ignore[attr-defined]
         search.send_keys("45.33.7.0/24")
-        search.submit()
-        page.check()
+        page.follow(search, submit=True)
         assert len(driver.find_elements(By.CSS_SELECTOR, "table.offenders td.key a")) == 5  # type: ignore[attr-defined]
 
 
@@ -158,13 +153,11 @@ def test_an_admin_sees_the_blocked_senders_and_the_review_queue(console: Console
     assert any(row["kind"] == "ip" and row["key"].startswith("45.33.7.") for row in listed)
     with chromium(console.base, tmp_path) as page:
         log_in(page, console.tokens["admin"])
-        page.driver.find_element(By.LINK_TEXT, "Blocked senders").click()  # type: ignore[attr-defined]
-        page.check()
+        page.follow(page.driver.find_element(By.LINK_TEXT, "Blocked senders"))  # type: ignore[attr-defined]
         rows = page.driver.find_elements(By.CSS_SELECTOR, "main table tbody tr")  # type: ignore[attr-defined]
         assert len(rows) == len(listed)
         page.shot("console-blocklist")
-        page.driver.find_element(By.CSS_SELECTOR, "main table td.key a").click()  # type: ignore[attr-defined]
-        page.check()
+        page.follow(page.driver.find_element(By.CSS_SELECTOR, "main table td.key a"))  # type: ignore[attr-defined]
         history = page.driver.find_element(By.CSS_SELECTOR, "main table").text  # type: ignore[attr-defined]
         assert "listed" in history and "policy" in history
         page.open("/blocklist/requests")

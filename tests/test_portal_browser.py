@@ -13,7 +13,6 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -114,16 +113,6 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     desk.stop()
 
 
-def submit(page: Page, button: Any, *, expected: str | None = None) -> None:
-    """Click and wait for the next page (a click returns before the navigation it starts ends)."""
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.wait import WebDriverWait
-
-    button.click()
-    WebDriverWait(page.driver, 30).until(expected_conditions.staleness_of(button))
-    page.check(expected=expected)
-
-
 def walk(page: Page, desk: Desk, *, ip: str, email: str, words: dict[str, str], lang: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -142,7 +131,7 @@ def walk(page: Page, desk: Desk, *, ip: str, email: str, words: dict[str, str], 
     page.shot(f"portal-lookup-{lang}")
     form = driver.find_element(By.CSS_SELECTOR, "form.ask")  # type: ignore[attr-defined]
     form.find_element(By.NAME, "email").send_keys(email)
-    submit(page, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    page.follow(form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     assert email in driver.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
     page.shot(f"portal-sent-{lang}")
     deadline = time.monotonic() + 30
@@ -158,7 +147,7 @@ def walk(page: Page, desk: Desk, *, ip: str, email: str, words: dict[str, str], 
     button = driver.find_element(By.CSS_SELECTOR, "form.delist button")  # type: ignore[attr-defined]
     assert button.text == words["button"]
     clicked = time.monotonic()
-    submit(page, button)
+    page.follow(button)
     assert words["done"] in driver.find_element(By.TAG_NAME, "h1").text  # type: ignore[attr-defined]
     page.shot(f"portal-done-{lang}")
     while desk.policy(ip) != "action=DUNNO":
@@ -208,8 +197,8 @@ def test_hostile_input_in_the_browser_runs_no_script(desk: Desk, tmp_path: Path)
         form.find_element(By.NAME, "ip").clear()
         form.find_element(By.NAME, "ip").send_keys('"><img src=x onerror="window.pwned=1">')
         form.find_element(By.NAME, "email").send_keys("x@y.example")
-        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        page.check(
-            expected=f"{desk.base}/request - Failed to load resource: the server responded with a status of 400"
+        page.follow(
+            form.find_element(By.CSS_SELECTOR, "button[type=submit]"),
+            expected=f"{desk.base}/request - Failed to load resource: the server responded with a status of 400",
         )
         assert "not an IP address" in page.driver.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
