@@ -176,7 +176,7 @@ _NAMED_ADDRESS = re.compile(
 def _simple_address(value: str) -> tuple[str | None, str | None, str | None] | None:
     """The common shapes (`a@b.example`, `<a@b.example>`, `Name <a@b.example>`, `"Name" <a@b.example>`
     with a dot-atom address) parsed as flanker parses them; None for anything else, which flanker reads.
-    tests/test_headers.py holds the two to the same answers."""
+    tests/test_fast_paths.py holds the two to the same answers."""
     if len(value) > 254 or "xn--" in value.lower():
         return None  # flanker checks lengths and punycode; leave those to it
     match = _BARE_ADDRESS.fullmatch(value)
