@@ -29,7 +29,8 @@ from abusepipe.errors import ReportRejected  # noqa: E402
 from parsers import parse_message  # noqa: E402
 from schemas import AbuseReport, Original, Reporter, Source  # noqa: E402
 from sinks.queries import offender_detail, top_offenders  # noqa: E402
-from sinks.store import ReportStore, StoredMessage  # noqa: E402
+from sinks.store import ReportStore  # noqa: E402
+from sinks.stored import StoredMessage  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 

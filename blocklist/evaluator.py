@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from blocklist.listings import Change, Settled, ended_since, evaluate_touched, expire_due
 from blocklist.policy import ListingPolicy
-from sinks.store import BatchResult
+from sinks.stored import BatchResult
 
 log = logging.getLogger("abusepipe.blocklist")
 MAX_SETTLED = 200_000

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, bindparam, desc, distinct, func, select
 
 from sinks import models as m
 from sinks.queries import utc
-from sinks.store import epoch_hour
+from sinks.stored import epoch_hour
 
 CHUNK = 500  # keys per IN list: small enough for every database's parameter limit
 

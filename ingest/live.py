@@ -23,7 +23,7 @@ from ingest.runner import ParseOptions, to_stored
 from ingest.sources import RawMessage
 from ingest.workers import parser_pool
 from sinks.base import BatchSink
-from sinks.store import StoredMessage
+from sinks.stored import StoredMessage
 
 __all__ = [
     "IntakeCounters",

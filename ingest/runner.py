@@ -22,7 +22,7 @@ from ingest.enrich import Enrichment, enricher_for
 from ingest.sources import RawMessage, SourceError
 from parsers import ParseLimits, TrustPolicy, parse_message
 from sinks.base import BatchSink
-from sinks.store import BatchResult, StoredMessage
+from sinks.stored import BatchResult, StoredMessage
 
 BATCH_BYTES = 64 * 1024 * 1024
 """A batch is also written once its messages hold this much: memory stays bounded for huge mail."""

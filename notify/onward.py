@@ -19,7 +19,7 @@ from notify.messages import Evidence, arf, digest, junk_of, microsoft
 from sinks import models as m
 from sinks import outbox
 from sinks.queries import utc
-from sinks.store import decompress
+from sinks.stored import decompress
 
 R, RAW, N, NR = m.reports, m.raw_messages, m.notifications, m.notified_reports
 MICROSOFT = "microsoft"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from sinks.store import BatchResult, StoredMessage
+    from sinks.stored import BatchResult, StoredMessage
 
 
 class BatchSink(Protocol):

@@ -16,17 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, select, tuple_
 
 from sinks import models as m
-from sinks.store import (
-    NO_REPORT,
-    BatchResult,
-    PreparedReport,
-    compress,
-    dead_row,
-    greatest,
-    insert_rows,
-    raw_row,
-    write_rows,
-)
+from sinks.store import dead_row, greatest, insert_rows, raw_row, write_rows
+from sinks.stored import NO_REPORT, BatchResult, PreparedReport, compress
 from sinks.wire import ChunkIn, Decoded, Poison, ReportIn
 
 TopicPartition = tuple[str, int]

@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sinks import kafka_crc  # noqa: F401  (importing it plugs CRC-32C in C into kafka-python)
 from sinks.consumed import Consumed, ConsumedResult, store_consumed, stored_offsets
 from sinks.kafka_config import BrokerUnavailable, KafkaSettings
-from sinks.store import BatchResult, ReportStore, StoreError, StoreUnavailable, store_errors
+from sinks.store import ReportStore, StoreError, StoreUnavailable, store_errors
+from sinks.stored import BatchResult
 from sinks.wire import Poison, decode, where
 
 Log = Callable[[str], None]

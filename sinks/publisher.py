@@ -16,7 +16,7 @@ from kafka.errors import KafkaError
 
 from sinks import kafka_crc  # noqa: F401  (importing it plugs CRC-32C in C into kafka-python)
 from sinks.kafka_config import BrokerUnavailable, KafkaSettings
-from sinks.store import BatchResult, StoredMessage
+from sinks.stored import BatchResult, StoredMessage
 from sinks.wire import encode_message
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024

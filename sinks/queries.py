@@ -16,7 +16,7 @@ from sqlalchemy import BindParameter, Connection, bindparam, desc, func, literal
 from abusepipe.errors import ConfigError
 from sinks import models as m
 from sinks.kinds import KINDS
-from sinks.store import decompress, epoch_hour
+from sinks.stored import decompress, epoch_hour
 
 Sort = Literal["reports", "reporters"]
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([hdw])\s*$", re.IGNORECASE)

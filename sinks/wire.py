@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from schemas import AbuseReport
 from sinks.kafka_config import TopicNames
-from sinks.store import PreparedReport, StoredMessage
+from sinks.stored import PreparedReport, StoredMessage
 
 SCHEMA_VERSIONS = frozenset({1})
 """Report schema versions this consumer reads; other versions are dead-lettered."""

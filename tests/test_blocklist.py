@@ -25,7 +25,8 @@ from blocklist.policy import ListingPolicy
 from ingest.runner import ParseOptions, to_stored
 from ingest.sources import RawMessage
 from sinks import models as m
-from sinks.store import ReportStore, StoredMessage
+from sinks.store import ReportStore
+from sinks.stored import StoredMessage
 from tests.mail import JUNK_HEADERS, arf, junk, message
 
 T0 = datetime(2026, 11, 20, 12, 30, tzinfo=UTC)
@@ -375,7 +376,8 @@ def test_migration_0005_counts_the_trap_hits_a_store_holds(database_url: str) ->
     from alembic.config import Config
     from sqlalchemy import insert
 
-    from sinks.store import MIGRATIONS, epoch_hour, make_engine
+    from sinks.store import MIGRATIONS, make_engine
+    from sinks.stored import epoch_hour
 
     engine = make_engine(database_url)
     config = Config()

@@ -397,6 +397,6 @@ def test_a_message_over_the_size_limit_is_read_only_up_to_it(mailbox: Mailbox, t
         ).one()
     engine.dispose()
     assert size > 150_000 and reason.startswith(f"message is {size} bytes, over the limit of 20000")
-    from sinks.store import decompress
+    from sinks.stored import decompress
 
     assert len(decompress(data)) == 20000

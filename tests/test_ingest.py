@@ -256,7 +256,8 @@ def test_a_failed_batch_stops_the_ingest_and_nothing_after_it_is_written() -> No
     from datetime import UTC, datetime
 
     from ingest.runner import ParseOptions, ingest
-    from sinks.store import BatchResult, StoreUnavailable
+    from sinks.store import StoreUnavailable
+    from sinks.stored import BatchResult
 
     class FlakyStore:
         """In-memory stand-in: the second batch fails as a lost database connection would."""

@@ -33,7 +33,8 @@ from sinks.kafka_config import KafkaSettings, TopicNames
 from sinks.offenders import KINDS
 from sinks.publisher import ReportPublisher
 from sinks.queries import top_offenders
-from sinks.store import ReportStore, StoredMessage
+from sinks.store import ReportStore
+from sinks.stored import StoredMessage
 from sinks.topics import create_topics
 from tests.conftest import CORPUS, ROOT, SAMPLES, OwnService, count_rows
 from tests.mail import junk, many_reports

@@ -13,7 +13,8 @@ import pytest
 from ingest.live import LiveIntake, message_id_of
 from ingest.runner import ParseOptions
 from ingest.sources import RawMessage
-from sinks.store import BatchResult, StoredMessage, StoreUnavailable
+from sinks.store import StoreUnavailable
+from sinks.stored import BatchResult, StoredMessage
 from tests.mail import forward, junk, many_reports
 
 

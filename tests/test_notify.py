@@ -22,7 +22,8 @@ from notify.onward import NotifyPolicy, OnwardReporter
 from parsers import parse_message
 from sinks import outbox
 from sinks.mailer import MailRelay, OutboxSender
-from sinks.store import ReportStore, StoredMessage
+from sinks.store import ReportStore
+from sinks.stored import StoredMessage
 from tests.console import cli
 from tests.mail import arf, forward
 from tests.smtpsink import SmtpSink

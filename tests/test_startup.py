@@ -73,3 +73,21 @@ def test_the_mta_pipe_into_an_existing_store_imports_only_what_one_message_needs
     assert "sinks.store" in modules  # it did store
     assert heavy(modules, (*NEVER, "pg8000", "multiprocessing")) == []
     assert "sqlalchemy.dialects.postgresql" not in modules
+
+
+def test_the_pipe_into_kafka_needs_no_sql() -> None:
+    # What `ingest -` runs when Kafka is the sink: parsing, the message rows, the publisher; the store's
+    # SQL stack (~150 ms of every piped message) belongs to the consumer.
+    probe = (
+        "import json, sys, ingest.runner, sinks.publisher, sinks.wire; print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    modules = set(json.loads(done.stdout))
+    assert "kafka" in modules and "sinks.stored" in modules
+    assert heavy(modules, ("sqlalchemy", "pg8000", "alembic")) == []

@@ -21,7 +21,8 @@ from sinks.queries import (
     report_raw,
     top_offenders,
 )
-from sinks.store import ReportStore, StoredMessage
+from sinks.store import ReportStore
+from sinks.stored import StoredMessage
 from tests.conftest import SAMPLES
 from tests.mail import JUNK_HEADERS, arf, forward, junk, message
 

@@ -18,7 +18,8 @@ from sinks import models as m
 from sinks.consumed import Consumed, store_consumed, stored_offsets
 from sinks.kafka_config import TopicNames
 from sinks.queries import dead_letters, report_raw
-from sinks.store import ReportStore, StoredMessage, decompress
+from sinks.store import ReportStore
+from sinks.stored import StoredMessage, decompress
 from sinks.wire import (
     CHUNK_BYTES,
     ChunkIn,

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from abusepipe.settings import Settings
     from ingest.checkpoint import Checkpoint
     from ingest.sources import PathSource, RawMessage, SourceError
-    from sinks.store import StoredMessage
+    from sinks.stored import StoredMessage
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

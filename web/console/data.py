@@ -17,7 +17,7 @@ from parsers.urls import registrable_domain
 from sinks import models as m
 from sinks.kinds import KINDS
 from sinks.queries import OffenderRow, dead_letters, utc
-from sinks.store import epoch_hour
+from sinks.stored import epoch_hour
 from web.console.rankings import RankingCache, store_version
 
 OFFENDER_COLUMNS = ["kind", "key", "reports", "reporters", "all_reports", "first_seen", "last_seen"]

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, func, select
 
 from sinks import models as m
 from sinks.queries import OffenderRow, Sort, top_offenders
-from sinks.store import epoch_hour
+from sinks.stored import epoch_hour
 
 MAX_ENTRIES = 256
 
