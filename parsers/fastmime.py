@@ -14,7 +14,7 @@ boundary ends the last part at the end of the input, and each tolerated fault is
 from __future__ import annotations
 
 import re
-from email import errors
+from email import errors, utils
 from email.message import Message
 
 
@@ -78,6 +78,25 @@ def _header_end(text: str) -> int:
     return min(end + 3, len(text))
 
 
+_PARAMS_KEY = "_abusepipe_params"
+Param = str | tuple[str, str, str]
+
+
+def header_params(part: Message, header: str) -> list[tuple[str, Param]] | None:
+    """The header's parameters (`Message.get_params`, unquoted), parsed once per part and header: the
+    stdlib parses the whole header again for every `get_param`. None when the header is absent."""
+    cache: dict[str, list[tuple[str, Param]] | None] = part.__dict__.setdefault(_PARAMS_KEY, {})
+    if header not in cache:
+        found: list[tuple[str, Param]] | None
+        try:
+            # typeshed says str values; RFC 2231 parameters come back as (charset, language, text)
+            found = part.get_params(header=header)  # type: ignore[assignment]
+        except Exception:  # hostile parameters: as if there were none
+            found = None
+        cache[header] = [(key.lower(), value) for key, value in found] if found is not None else None
+    return cache[header]
+
+
 CTYPE_KEY = "_abusepipe_ctype"
 """Where a part's content type is kept once computed (`parsers.mime.content_type` reads it)."""
 
@@ -86,17 +105,18 @@ CTYPE_KEY = "_abusepipe_ctype"
 # nearly every real one is: split by two regular expressions, with the same results as the line rules
 # below, which read everything else.
 _EOL = r"(?:\r\n|\n|\r(?!\n))"  # a CRLF is one line break, never a CR and then a blank line
-_FIELD = rf"[!-9;-~]+:[^\r\n]*{_EOL}(?:[ \t][^\r\n]*{_EOL})*"
+# A line's text: no line break of `str.splitlines` (CR, LF and the odd ones, VT FF FS GS RS NEL LS PS),
+# so that a block holding an odd one is not well formed and the line rules, which split there, read it.
+_TEXT = "[^\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]*"
+_FIELD = rf"[!-9;-~]+:{_TEXT}{_EOL}(?:[ \t]{_TEXT}{_EOL})*"
 _WELL_FORMED = re.compile(rf"(?:{_FIELD})*{_EOL}")
 _FIELDS = re.compile(rf"([!-9;-~]+):[ \t]*([^\r\n]*(?:{_EOL}[ \t][^\r\n]*)*)")
-# Line breaks of `str.splitlines` besides CR and LF: the line rules apply where one occurs.
-_ODD_BREAK = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def _split_headers(text: str) -> tuple[Message, str]:
     """Header block parsed by the stdlib's line rules (compat32 `header_source_parse`), and the body."""
     block = _WELL_FORMED.match(text)
-    if block is not None and _ODD_BREAK.search(text, 0, block.end()) is None:
+    if block is not None:
         msg = Message()
         msg._headers = _FIELDS.findall(text, 0, block.end())  # type: ignore[attr-defined]
         return msg, text[block.end() :]
@@ -180,10 +200,7 @@ def _parse(text: str, *, depth: int, max_depth: int, budget: PartBudget) -> Mess
 
 
 def _parse_multipart(msg: Message, body: str, *, depth: int, max_depth: int, budget: PartBudget) -> None:
-    try:
-        boundary = msg.get_boundary()
-    except Exception:
-        boundary = None
+    boundary = _boundary(msg)
     if not boundary:
         msg.defects.append(errors.NoBoundaryInMultipartDefect())
         msg.set_payload(body)
@@ -210,6 +227,17 @@ def _parse_multipart(msg: Message, body: str, *, depth: int, max_depth: int, bud
     if not closed and not budget.exhausted:
         msg.defects.append(errors.CloseBoundaryNotFoundDefect())
     msg.set_payload(children)
+
+
+def _boundary(msg: Message) -> str | None:
+    """`Message.get_boundary`, from the parameters parsed once per part (`parsers.mime` reads the same)."""
+    for key, value in header_params(msg, "content-type") or ():
+        if key == "boundary":
+            try:
+                return str(utils.collapse_rfc2231_value(value)).rstrip()
+            except Exception:  # as a failing get_boundary: no boundary
+                return None
+    return None
 
 
 def _delimiters(body: str, marker: str) -> list[tuple[int, int, bool]]:

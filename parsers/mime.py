@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from email.generator import BytesGenerator
 from email.message import Message
 
-from parsers.fastmime import CTYPE_KEY, parse_bytes, parse_text
+from parsers.fastmime import CTYPE_KEY, header_params, parse_bytes, parse_text
 from parsers.headers import Defects, decode_words
 from parsers.limits import ParseLimits
 
@@ -64,29 +64,12 @@ def content_type(part: Message) -> str:
     return cached
 
 
-_PARAMS_KEY = "_abusepipe_params"
 _ABSENT = object()
-Param = str | tuple[str, str, str]
-
-
-def _params(part: Message, header: str) -> list[tuple[str, Param]] | None:
-    """The header's parameters (`Message.get_params`, unquoted), parsed once per part and header: the
-    stdlib parses the whole header again for every `get_param`. None when the header is absent."""
-    cache: dict[str, list[tuple[str, Param]] | None] = part.__dict__.setdefault(_PARAMS_KEY, {})
-    if header not in cache:
-        found: list[tuple[str, Param]] | None
-        try:
-            # typeshed says str values; RFC 2231 parameters come back as (charset, language, text)
-            found = part.get_params(header=header)  # type: ignore[assignment]
-        except Exception:  # hostile parameters: as if there were none
-            found = None
-        cache[header] = [(key.lower(), value) for key, value in found] if found is not None else None
-    return cache[header]
 
 
 def _raw_param(part: Message, name: str, header: str) -> object:
     """The parameter as `Message.get_param` returns it, or `_ABSENT` (also for an absent header)."""
-    params = _params(part, header)
+    params = header_params(part, header)
     if params is None:
         return _ABSENT
     name = name.lower()
