@@ -216,6 +216,35 @@ def _parse_mailbox(value: str) -> tuple[str | None, str | None, str | None]:
 _ADDR_FALLBACK = re.compile(r"<?([^\s<>\"'@,;]+)@([A-Za-z0-9._-]+\.[A-Za-z0-9-]+|[A-Za-z0-9-]+)>?")
 
 
+def _first_of_list(value: str) -> str | None:
+    """The text before the first comma outside quotes, angle brackets and comments; None for no such
+    comma (one mailbox, or a comma that is part of a name)."""
+    quoted = escaped = False
+    angle = comment = 0
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            comment += 1
+        elif char == ")" and comment:
+            comment -= 1
+        elif comment:
+            continue
+        elif char == "<":
+            angle += 1
+        elif char == ">" and angle:
+            angle -= 1
+        elif char == "," and not angle:
+            return value[:index].strip()
+    return None
+
+
 def parse_address(value: str | None, defects: Defects | None = None) -> ParsedAddress | None:
     """One mailbox (the first of a list) with a lower-case domain, or None.
 
@@ -227,7 +256,14 @@ def parse_address(value: str | None, defects: Defects | None = None) -> ParsedAd
     decoded = decode_words(value, defects) or ""
     if len(decoded) > 2000:
         decoded = decoded[:2000]
-    addr, domain, name = _parse_mailbox(decoded)
+    addr = None
+    first = _first_of_list(decoded) if "," in decoded else None
+    if first:
+        # A list (`a <a@x>, b <b@y>`): its first mailbox. flanker reads a whole list as one odd
+        # mailbox (the last address, the rest as its display name).
+        addr, domain, name = _parse_mailbox(first)
+    if addr is None:
+        addr, domain, name = _parse_mailbox(decoded)
     if addr is None and "," in decoded:
         addr, domain, name = _parse_mailbox(decoded.split(",", 1)[0])
     if addr is None:
