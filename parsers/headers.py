@@ -228,14 +228,12 @@ def _first_of_list(value: str) -> str | None:
             escaped = True
         elif quoted:
             quoted = char != '"'
+        elif comment:  # a comment holds no quoted string (RFC 5322 ctext), but comments nest
+            comment += (char == "(") - (char == ")")
         elif char == '"':
             quoted = True
         elif char == "(":
-            comment += 1
-        elif char == ")" and comment:
-            comment -= 1
-        elif comment:
-            continue
+            comment = 1
         elif char == "<":
             angle += 1
         elif char == ">" and angle:

@@ -22,6 +22,7 @@ from tests.mail import JUNK_HEADERS, arf, junk
         ('"x" <a@one.example>, (c) d@two.example', "a@one.example", "x"),
         ('"Doe, John" <john@one.example>', "john@one.example", "Doe, John"),  # a comma in a quoted name
         ("Doe (work, home) <doe@one.example>", "doe@one.example", "Doe"),  # ... and in a comment
+        ('Ann ("x, y) <a@one.example>, b@two.example', "a@one.example", "Ann"),  # a comment holds no quotes
         ("a@one.example,", "a@one.example", None),
     ],
 )
