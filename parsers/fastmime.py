@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from email import errors, utils
 from email.message import Message
+from email.policy import compat32
 
 
 class NestingTooDeepDefect(errors.MessageDefect):
@@ -83,18 +84,80 @@ Param = str | tuple[str, str, str]
 
 
 def header_params(part: Message, header: str) -> list[tuple[str, Param]] | None:
-    """The header's parameters (`Message.get_params`, unquoted), parsed once per part and header: the
-    stdlib parses the whole header again for every `get_param`. None when the header is absent."""
+    """The header's parameters (`Message.get_params`, unquoted, keys in lower case), parsed once per part
+    and header: the stdlib parses the whole header again for every `get_param`. None when the header is
+    absent. `header` is in lower case."""
     cache: dict[str, list[tuple[str, Param]] | None] = part.__dict__.setdefault(_PARAMS_KEY, {})
     if header not in cache:
-        found: list[tuple[str, Param]] | None
-        try:
-            # typeshed says str values; RFC 2231 parameters come back as (charset, language, text)
-            found = part.get_params(header=header)  # type: ignore[assignment]
-        except Exception:  # hostile parameters: as if there were none
-            found = None
-        cache[header] = [(key.lower(), value) for key, value in found] if found is not None else None
+        cache[header] = _params(part, header)
     return cache[header]
+
+
+def _params(part: Message, header: str) -> list[tuple[str, Param]] | None:
+    if part.policy is compat32:
+        value = first_value(part, header)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            simple = _simple_params(value)
+            if simple is not None:
+                return simple
+    found: list[tuple[str, Param]] | None
+    try:
+        # typeshed says str values; RFC 2231 parameters come back as (charset, language, text)
+        found = part.get_params(header=header)  # type: ignore[assignment]
+    except Exception:  # hostile parameters: as if there were none
+        found = None
+    return [(key.lower(), value) for key, value in found] if found is not None else None
+
+
+def first_value(part: Message, header: str) -> object:
+    """The first `header` field's value as stored (`Message.get` before the policy sees it), or None."""
+    for name, value in part._headers:  # type: ignore[attr-defined]
+        if name.lower() == header:
+            return value
+    return None
+
+
+# What only the stdlib's general path reads right: RFC 2231 names (`*`), backslash escapes, values in
+# angle brackets (which its unquoting strips).
+_PARAMS_SLOW = re.compile(r"[*\\<]")
+
+
+def _simple_params(value: str) -> list[tuple[str, Param]] | None:
+    """`Message.get_params` of a compat32 value, for values of the common shape: ASCII (no surrogate, so
+    the policy hands it over unchanged), none of `_PARAMS_SLOW`, and no `;` inside quotes. None for any
+    other value. The same steps as `_parseparam`, `decode_params` and `_unquotevalue`, without the
+    general cases; tests/test_fast_paths.py holds it to the stdlib's answers."""
+    if not value.isascii() or _PARAMS_SLOW.search(value):
+        return None
+    params: list[tuple[str, Param]] = []
+    for index, segment in enumerate(value.split(";")):
+        if segment.count('"') % 2:
+            return None  # a `;` inside a quoted string: the stdlib joins the segments
+        equals = segment.find("=")
+        if equals >= 0:
+            name, text = segment[:equals].strip(), segment[equals + 1 :].strip()
+        else:
+            name, text = segment.strip(), ""
+        if len(text) > 1 and text[0] == '"' and text[-1] == '"':
+            text = text[1:-1]
+        if index and '"' in text:
+            return None  # decode_params quotes it again and unquoting changes it: the general path
+        params.append((name.lower(), text))
+    return params
+
+
+def content_type_of(msg: Message) -> str:
+    """`Message.get_content_type` (which may raise on odd values, as the stdlib's does)."""
+    if msg.policy is compat32:
+        value = first_value(msg, "content-type")
+        if value is None:
+            return msg.get_default_type()
+        if isinstance(value, str) and value.isascii():
+            ctype = value.partition(";")[0].strip().lower()
+            return ctype if ctype.count("/") == 1 else "text/plain"
+    return msg.get_content_type()
 
 
 CTYPE_KEY = "_abusepipe_ctype"
@@ -174,7 +237,7 @@ def _split_header_lines(text: str) -> tuple[Message, str]:
 def _parse(text: str, *, depth: int, max_depth: int, budget: PartBudget) -> Message:
     msg, body = _split_headers(text)
     try:
-        ctype = msg.get_content_type()
+        ctype = content_type_of(msg)
     except Exception:  # malformed Content-Type: the stdlib falls back to text/plain as well
         ctype = "text/plain"
     msg.__dict__[CTYPE_KEY] = ctype

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from email.generator import BytesGenerator
 from email.message import Message
 
-from parsers.fastmime import CTYPE_KEY, header_params, parse_bytes, parse_text
+from parsers.fastmime import CTYPE_KEY, content_type_of, header_params, parse_bytes, parse_text
 from parsers.headers import Defects, decode_words
 from parsers.limits import ParseLimits
 
@@ -57,7 +57,7 @@ def content_type(part: Message) -> str:
     cached: str | None = part.__dict__.get(CTYPE_KEY)
     if cached is None:
         try:
-            cached = part.get_content_type()
+            cached = content_type_of(part)
         except Exception:  # malformed Content-Type parameters
             cached = "text/plain"
         part.__dict__[CTYPE_KEY] = cached

@@ -2,12 +2,15 @@
 
 - `parsers.headers._simple_address` (common address shapes) = flanker's address parser;
 - `parsers.suffixes.registrable_domain_of` (tldextract's bundled list, read directly) = tldextract;
-- `parsers.fastmime._split_headers` (well-formed header blocks by regular expression) = the line rules.
+- `parsers.fastmime._split_headers` (well-formed header blocks by regular expression) = the line rules;
+- `parsers.fastmime.header_params` and `content_type_of` = `Message.get_params` and `get_content_type`.
 """
 
 from __future__ import annotations
 
+import email
 import email.errors
+from email.message import Message
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -132,6 +135,68 @@ def test_the_line_rules_still_record_their_defects() -> None:
     msg, body = fastmime._split_headers("Subject: x\r\nno colon here\r\n\r\nbody")
     assert [type(d) for d in msg.defects] == [email.errors.MissingHeaderBodySeparatorDefect]
     assert body.startswith("no colon here")
+
+
+def stdlib_params(msg: Message, header: str) -> object:
+    try:
+        found = msg.get_params(header=header)
+    except Exception:
+        return None
+    return None if found is None else [(key.lower(), value) for key, value in found]
+
+
+def stdlib_content_type(msg: Message) -> str:
+    try:
+        return msg.get_content_type()
+    except Exception:
+        return "error"
+
+
+def same_params(msg: Message) -> None:
+    for header in ("content-type", "content-disposition"):
+        assert fastmime._params(msg, header) == stdlib_params(msg, header), msg.get_all(header)
+    try:
+        fast = fastmime.content_type_of(msg)
+    except Exception:
+        fast = "error"
+    assert fast == stdlib_content_type(msg), msg.get_all("content-type")
+
+
+param_text = st.text('ab =;"\\*<>\t\r\n/é', max_size=12)
+param_values = st.one_of(
+    st.lists(st.tuples(param_text, param_text, st.booleans()), max_size=4).map(
+        lambda items: "; ".join(f'{k}="{v}"' if quoted else f"{k}={v}" for k, v, quoted in items)
+    ),
+    st.text('ab =;"\\*<>\t/', max_size=30),
+)
+
+
+@settings(max_examples=1000)
+@given(st.sampled_from(["text/plain", "multipart/mixed", "Text/HTML ", "", "x", "a/b/c"]), param_values)
+def test_parameters_read_as_the_stdlib_reads_them(main: str, params: str) -> None:
+    msg = Message()
+    msg["Content-Type"] = f"{main}; {params}" if params else main
+    msg["Content-Disposition"] = f"attachment; {params}"
+    same_params(msg)
+
+
+def test_real_parameters_read_as_the_stdlib_reads_them() -> None:
+    files = sorted(SAMPLES.glob("*.eml"))
+    for folder in (CORPUS, CORPUS.parent / "corpus-bulk"):
+        if folder.is_dir():
+            files += sorted(folder.rglob("*.eml"))
+    checked = 0
+    for path in files:
+        for part in email.message_from_bytes(path.read_bytes()).walk():
+            same_params(part)
+            checked += 1
+    assert checked > len(files)
+
+
+def test_no_content_type_is_the_default_type() -> None:
+    msg = Message()
+    assert fastmime.content_type_of(msg) == "text/plain"
+    assert fastmime._params(msg, "content-type") is None
 
 
 @pytest.mark.parametrize("value", ["http://example.com/", "http://a@b.example/", "ftp://x"])
