@@ -164,15 +164,16 @@ CTYPE_KEY = "_abusepipe_ctype"
 """Where a part's content type is kept once computed (`parsers.mime.content_type` reads it)."""
 
 
-# A header block of well-formed fields (a name, a colon, continuation lines) ended by a blank line, as
-# nearly every real one is: split by two regular expressions, with the same results as the line rules
-# below, which read everything else.
+# A header block of well-formed fields (a name, a colon, continuation lines) ended by a blank line or by
+# the end of the text (as the fields of an ARF feedback part are), as nearly every real one is: split by
+# two regular expressions, with the same results as the line rules below, which read everything else.
 _EOL = r"(?:\r\n|\n|\r(?!\n))"  # a CRLF is one line break, never a CR and then a blank line
 # A line's text: no line break of `str.splitlines` (CR, LF and the odd ones, VT FF FS GS RS NEL LS PS),
 # so that a block holding an odd one is not well formed and the line rules, which split there, read it.
 _TEXT = "[^\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]*"
 _FIELD = rf"[!-9;-~]+:{_TEXT}{_EOL}(?:[ \t]{_TEXT}{_EOL})*"
-_WELL_FORMED = re.compile(rf"(?:{_FIELD})*{_EOL}")
+# Possessive: a block is read one way only, so a text that is not one fails without backtracking.
+_WELL_FORMED = re.compile(rf"(?:{_FIELD})*+(?:{_EOL}|(?:[!-9;-~]+:{_TEXT})?\Z)")
 _FIELDS = re.compile(rf"([!-9;-~]+):[ \t]*([^\r\n]*(?:{_EOL}[ \t][^\r\n]*)*)")
 
 
