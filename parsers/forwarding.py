@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from parsers.headers import HeaderIndex, domain_of, parse_address
+from parsers.headers import HeaderIndex, domain_of, parse_address, split_address_list
 from parsers.received import Hop
 from parsers.urls import registrable_domain
 
@@ -50,7 +50,7 @@ def addressed_domains(
 
 def _domains(value: str) -> list[str | None]:
     out: list[str | None] = []
-    for item in value.split(",")[:MAX_ADDRESSES]:
+    for item in split_address_list(value, MAX_ADDRESSES):
         parsed = parse_address(item, None)
         out.append(parsed.domain if parsed else None)
     return out

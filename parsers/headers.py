@@ -5,7 +5,7 @@ from __future__ import annotations
 import binascii
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from email.message import Message
 from functools import cache, lru_cache
 from typing import Any
@@ -219,6 +219,26 @@ _ADDR_FALLBACK = re.compile(r"<?([^\s<>\"'@,;]+)@([A-Za-z0-9._-]+\.[A-Za-z0-9-]+
 def _first_of_list(value: str) -> str | None:
     """The text before the first comma outside quotes, angle brackets and comments; None for no such
     comma (one mailbox, or a comma that is part of a name)."""
+    for index in _list_commas(value):
+        return value[:index].strip()
+    return None
+
+
+def split_address_list(value: str, limit: int) -> list[str]:
+    """An address list's members (at most `limit`), split at the commas between them: not at one in a
+    quoted name, a comment or an address in angle brackets."""
+    members: list[str] = []
+    start = 0
+    for index in _list_commas(value):
+        members.append(value[start:index])
+        start = index + 1
+        if len(members) >= limit:
+            return members
+    members.append(value[start:])
+    return members
+
+
+def _list_commas(value: str) -> Iterator[int]:
     quoted = escaped = False
     angle = comment = 0
     for index, char in enumerate(value):
@@ -239,8 +259,7 @@ def _first_of_list(value: str) -> str | None:
         elif char == ">" and angle:
             angle -= 1
         elif char == "," and not angle:
-            return value[:index].strip()
-    return None
+            yield index
 
 
 def parse_address(value: str | None, defects: Defects | None = None) -> ParsedAddress | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from parsers import parse_message
-from parsers.headers import parse_address
+from parsers.forwarding import addressed_domains
+from parsers.headers import HeaderIndex, parse_address, split_address_list
 from tests.mail import JUNK_HEADERS, arf, junk
 
 
@@ -39,3 +40,30 @@ def test_a_reported_message_from_a_list_is_from_its_first_mailbox() -> None:
     ]
     (report,) = parse_message(arf("abuse", junk(headers=headers)))
     assert report.original.from_domain == "first.example"
+
+
+@pytest.mark.parametrize(
+    ("value", "members"),
+    [
+        ("a@one.example, b@two.example", ["a@one.example", " b@two.example"]),
+        ('"Doe, John" <j@one.example>, b@two.example', ['"Doe, John" <j@one.example>', " b@two.example"]),
+        ("(x, y) a@one.example", ["(x, y) a@one.example"]),
+        ("a@one.example", ["a@one.example"]),
+        ("a, b, c, d", ["a", " b", " c"]),  # at most the limit
+    ],
+)
+def test_an_address_list_splits_between_its_members(value: str, members: list[str]) -> None:
+    assert split_address_list(value, 3) == members
+
+
+def test_a_domain_in_a_quoted_sender_name_is_not_one_the_message_claims() -> None:
+    # The forwarding rule never trusts a relay of a domain the message claims to come from. Read at every
+    # comma, the display name below claimed recipient-isp.net, and so kept the recipient's own forwarder
+    # from being recognised.
+    headers = HeaderIndex(
+        [
+            ("To", "user@recipient-isp.net"),
+            ("From", '"user@recipient-isp.net, support" <news@sender-shop.com>'),
+        ]
+    )
+    assert addressed_domains(headers) == frozenset({"recipient-isp.net"})
