@@ -51,19 +51,30 @@ class Page:
 
     def follow(self, element: object, *, expected: str | None = None, submit: bool = False) -> None:
         """Click `element` (or submit its form) and wait for the page it leads to: a click returns before
-        the navigation it starts ends, so reading the page straight after it reads the old one."""
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
+        the navigation it starts ends, so reading the page straight after it reads the old one.
+
+        The old document is marked and the wait is for a complete document without the mark. (Waiting
+        for an element of the old one to go stale raced: while Chromium swaps documents, asking about it
+        can fail with an inspector error instead of the stale-element one.)"""
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.wait import WebDriverWait
 
-        old = self.driver.find_element(By.TAG_NAME, "html")  # type: ignore[attr-defined]
+        def arrived(driver: object) -> bool:
+            try:
+                return bool(
+                    driver.execute_script(  # type: ignore[attr-defined]
+                        "return window.abusepipeLeft === undefined && document.readyState === 'complete'"
+                    )
+                )
+            except WebDriverException:
+                return False  # between two documents: no script can run yet
+
+        self.driver.execute_script("window.abusepipeLeft = true")  # type: ignore[attr-defined]
         if submit:
             element.submit()  # type: ignore[attr-defined]
         else:
             element.click()  # type: ignore[attr-defined]
-        wait = WebDriverWait(self.driver, 30)
-        wait.until(expected_conditions.staleness_of(old))
-        wait.until(lambda driver: driver.execute_script("return document.readyState") == "complete")
+        WebDriverWait(self.driver, 30).until(arrived)
         self.check(expected=expected)
 
     def check(self, *, expected: str | None = None) -> None:
