@@ -4,6 +4,7 @@ headers, hostile mail escaped, and bad requests answered 400 with one line of JS
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.cookiejar import CookieJar
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -291,6 +293,24 @@ def test_not_found_is_404(console: Console) -> None:
     ):
         status, _, body = console.get(path, console.tokens["analyst"])
         assert status == 404 and "error" in json.loads(body)
+
+
+def twin_of(console: Console, path: str) -> Any:
+    """The document the page's JSON link leads to."""
+    status, _, body = console.get(path, console.tokens["admin"])
+    assert status == 200, (path, status)
+    match = re.search(r'<a class="twin" href="([^"]+)"', body.decode())
+    assert match, path
+    return console.json(html.unescape(match.group(1)))
+
+
+def test_every_page_links_its_json_twin(console: Console) -> None:
+    for kind in ("ip", "network", "from_domain"):
+        key = cli_json(console, "offenders", "--by", kind)[0]["key"]  # type: ignore[index]
+        quoted = urllib.parse.quote(key, safe="")
+        assert twin_of(console, f"/offenders/{kind}/{quoted}") == console.json(
+            f"/api/v1/offenders/{kind}/{quoted}"
+        )
 
 
 def test_search(console: Console) -> None:

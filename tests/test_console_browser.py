@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -160,5 +161,7 @@ def test_an_admin_sees_the_blocked_senders_and_the_review_queue(console: Console
         page.follow(page.driver.find_element(By.CSS_SELECTOR, "main table td.key a"))  # type: ignore[attr-defined]
         history = page.driver.find_element(By.CSS_SELECTOR, "main table").text  # type: ignore[attr-defined]
         assert "listed" in history and "policy" in history
+        twin = page.driver.find_element(By.CSS_SELECTOR, "a.twin").get_attribute("href")  # type: ignore[attr-defined]
+        assert console.json(urllib.parse.urlsplit(twin).path)["key"] in {row["key"] for row in listed}
         page.open("/blocklist/requests")
         assert page.driver.find_element(By.TAG_NAME, "h1").text == "Delisting requests"  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -172,5 +173,5 @@ def listing_page(request: Request, kind: Kind, key: str) -> Response:
         "listing.html",
         caller,
         doc=document,
-        twin=f"/api/v1/blocklist/{kind}/{document['key']}",
+        twin=f"/api/v1/blocklist/{kind}/{quote(document['key'], safe='/')}",  # as the templates quote it
     )

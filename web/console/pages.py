@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -207,7 +207,7 @@ def offender(
         caller,
         offender=document,
         chart=chart,
-        twin=f"/api/v1/offenders/{kind}/{key}",
+        twin=f"/api/v1/offenders/{kind}/{quote(key, safe='/')}",  # as the templates quote it
     )
 
 
