@@ -178,3 +178,38 @@ def test_imap_workers_end_with_a_killed_intake(
     )
     wait_for(lambda: mailbox.count(mailbox.processed) == 2, f"imap processed nothing: {log.read_text()}")
     killed_leaves_nothing(process, workers=2)
+
+
+def test_portal_workers_end_with_a_killed_portal(
+    started: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """uvicorn's workers serve on the socket of their supervisor (`abusepipe portal`): orphaned, they went
+    on answering on its port, so that a restarted portal could not listen there."""
+    import socket
+    import urllib.request
+
+    port = free_port()
+    log = tmp_path / "portal.log"
+    process = start(
+        started,
+        ["portal", "--listen", f"127.0.0.1:{port}", "--workers", "2",
+         "--database", f"sqlite:///{tmp_path / 's.sqlite3'}"],
+        log,
+        ABUSEPIPE_PORTAL_URL=f"http://127.0.0.1:{port}/",
+        ABUSEPIPE_MAIL_FROM="delist@example.net",
+    )  # fmt: skip
+
+    def serving() -> bool:
+        assert process.poll() is None, f"the portal ended: {log.read_text()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_for(serving, f"the portal never answered: {log.read_text()}")
+    killed_leaves_nothing(process, workers=2)
+    with socket.socket() as again:  # nothing listens there any more: the next portal can
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does (TIME_WAIT)
+        again.bind(("127.0.0.1", port))
+        again.listen()

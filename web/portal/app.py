@@ -12,7 +12,9 @@ import gc
 import hashlib
 import hmac
 import logging
+import multiprocessing
 import secrets
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.types import ASGIApp
 
 from abusepipe import __version__
+from abusepipe.lifetime import end_with_parent
 from abusepipe.settings import Settings
 from blocklist.delist import RequestLimits
 from blocklist.policy import ListingPolicy
@@ -141,6 +144,11 @@ def relay_of(settings: Settings) -> MailRelay | None:
 def app_from_environment() -> ASGIApp:
     """The app of one `abusepipe portal` worker: everything from the settings (the command put the store
     and the secret in the environment)."""
+    supervisor = multiprocessing.parent_process()
+    if supervisor is not None and supervisor.pid is not None:
+        # One of `--workers N` (uvicorn's supervisor started it): it serves on the supervisor's socket, so
+        # it must not outlive a SIGKILLed supervisor. SIGTERM lets it finish the requests it is serving.
+        end_with_parent(supervisor.pid, signal_number=signal.SIGTERM)
     settings = Settings()
     store = ReportStore.open(settings.store_url())
     secret = settings.portal_secret.get_secret_value().encode() if settings.portal_secret else b""
