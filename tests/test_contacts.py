@@ -16,6 +16,7 @@ from typing import Any
 
 import dns.resolver
 import pytest
+from sqlalchemy import Connection
 
 from notify.contacts import ContactFinder, ContactSources
 from notify.rdap import abuse_email
@@ -160,6 +161,13 @@ def services(tmp_path: Path) -> Iterator[tuple[DnsServer, RdapStandIn]]:
     rdap_server.stop()
 
 
+@pytest.fixture
+def connection(store: ReportStore) -> Iterator[Connection]:
+    """One transaction on the store (SQLite, and PostgreSQL in the integration run)."""
+    with store.transaction() as opened:
+        yield opened
+
+
 def finder(services: tuple[DnsServer, RdapStandIn], **overrides: Any) -> ContactFinder:
     dns_server, rdap_server = services
     sources = ContactSources(
@@ -169,31 +177,26 @@ def finder(services: tuple[DnsServer, RdapStandIn], **overrides: Any) -> Contact
 
 
 def test_abusix_first_then_rdap_with_forward_confirmed_reverse_dns(
-    services: tuple[DnsServer, RdapStandIn], database_url: str
+    services: tuple[DnsServer, RdapStandIn], connection: Connection
 ) -> None:
-    store = ReportStore.open(database_url)
-    try:
-        with store.transaction() as connection:
-            looker = finder(services)
-            first = looker.find(connection, "45.33.7.9")
-            assert (first.contact, first.origin) == ("abuse@hoster.example", "abusix")
-            assert (first.rdns, first.rdns_confirmed) == ("mail.sender.example", True)
-            v6 = looker.find(connection, "2a01:7e00:0::9")
-            assert (v6.ip, v6.contact, v6.rdns, v6.rdns_confirmed) == (
-                "2a01:7e00::9", "abuse-v6@hoster.example", "v6.sender.example", True,
-            )  # fmt: skip
-            ripe = looker.find(connection, "45.33.8.1")
-            assert (ripe.contact, ripe.origin) == (
-                "abuse@example-hoster.example",
-                "rdap",
-            )  # the nested abuse role
-            assert "45.33.8.0 - 45.33.8.255" in (ripe.detail or "") and "/registry/" in (ripe.detail or "")
-            assert (ripe.rdns, ripe.rdns_confirmed) == ("liar.example", False)  # its name points elsewhere
-            unknown = looker.find(connection, "45.33.88.8")
-            assert (unknown.contact, unknown.origin, unknown.error) == (None, "none", None)
-            assert unknown.expires_at == unknown.fetched_at + timedelta(days=1)
-    finally:
-        store.close()
+    looker = finder(services)
+    first = looker.find(connection, "45.33.7.9")
+    assert (first.contact, first.origin) == ("abuse@hoster.example", "abusix")
+    assert (first.rdns, first.rdns_confirmed) == ("mail.sender.example", True)
+    v6 = looker.find(connection, "2a01:7e00:0::9")
+    assert (v6.ip, v6.contact, v6.rdns, v6.rdns_confirmed) == (
+        "2a01:7e00::9", "abuse-v6@hoster.example", "v6.sender.example", True,
+    )  # fmt: skip
+    ripe = looker.find(connection, "45.33.8.1")
+    assert (ripe.contact, ripe.origin) == (
+        "abuse@example-hoster.example",
+        "rdap",
+    )  # the nested abuse role
+    assert "45.33.8.0 - 45.33.8.255" in (ripe.detail or "") and "/registry/" in (ripe.detail or "")
+    assert (ripe.rdns, ripe.rdns_confirmed) == ("liar.example", False)  # its name points elsewhere
+    unknown = looker.find(connection, "45.33.88.8")
+    assert (unknown.contact, unknown.origin, unknown.error) == (None, "none", None)
+    assert unknown.expires_at == unknown.fetched_at + timedelta(days=1)
 
 
 def test_answers_are_cached_overrides_win_and_failures_are_one_line(
@@ -229,22 +232,17 @@ def test_answers_are_cached_overrides_win_and_failures_are_one_line(
 
 
 def test_registry_failures_are_recorded_and_kept_briefly(
-    services: tuple[DnsServer, RdapStandIn], tmp_path: Path
+    services: tuple[DnsServer, RdapStandIn], connection: Connection
 ) -> None:
-    store = ReportStore.open(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    try:
-        with store.transaction() as connection:
-            looker = finder(services)
-            for ip, reason in (
-                ("45.33.66.6", "HTTP 500"),
-                ("45.33.77.7", "not JSON"),
-                ("45.33.55.5", "over"),
-            ):
-                failed = looker.find(connection, ip)
-                assert failed.contact is None and reason in (failed.error or ""), failed
-                assert failed.expires_at == failed.fetched_at + timedelta(hours=1)
-    finally:
-        store.close()
+    looker = finder(services)
+    for ip, reason in (
+        ("45.33.66.6", "HTTP 500"),
+        ("45.33.77.7", "not JSON"),
+        ("45.33.55.5", "over"),
+    ):
+        failed = looker.find(connection, ip)
+        assert failed.contact is None and reason in (failed.error or ""), failed
+        assert failed.expires_at == failed.fetched_at + timedelta(hours=1)
 
 
 def test_abuse_email_reads_only_what_rdap_allows() -> None:
@@ -263,23 +261,18 @@ def test_abuse_email_reads_only_what_rdap_allows() -> None:
 
 
 def test_placeholders_timeouts_and_refusals_are_no_contact(
-    services: tuple[DnsServer, RdapStandIn], tmp_path: Path
+    services: tuple[DnsServer, RdapStandIn], connection: Connection
 ) -> None:
-    store = ReportStore.open(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    try:
-        with store.transaction() as connection:
-            looker = finder(services)
-            for ip in ("45.33.2.2", "45.33.2.3"):  # a placeholder in the zone, then one (or text) in RDAP
-                found = looker.find(connection, ip)
-                assert (found.contact, found.origin, found.error) == (None, "none", None), found
-            refused = finder(services, abusix_zone="contacts.elsewhere.example.org")  # dnsmasq: REFUSED
-            found = refused.find(connection, "45.33.8.1", refresh=True)
-            assert found.contact == "abuse@example-hoster.example"  # RDAP answered all the same
-            assert "DNS" in (found.error or "")
-            silent = ContactFinder(
-                ContactSources(rdap_url="", dns_server=("127.0.0.1", free_ports(1)), dns_timeout=0.5)
-            )  # nothing listens: every query times out
-            found = silent.find(connection, "45.33.7.9", refresh=True)
-            assert (found.contact, found.rdns) == (None, None) and "Timeout" in (found.error or ""), found
-    finally:
-        store.close()
+    looker = finder(services)
+    for ip in ("45.33.2.2", "45.33.2.3"):  # a placeholder in the zone, then one (or text) in RDAP
+        found = looker.find(connection, ip)
+        assert (found.contact, found.origin, found.error) == (None, "none", None), found
+    refused = finder(services, abusix_zone="contacts.elsewhere.example.org")  # dnsmasq: REFUSED
+    found = refused.find(connection, "45.33.8.1", refresh=True)
+    assert found.contact == "abuse@example-hoster.example"  # RDAP answered all the same
+    assert "DNS" in (found.error or "")
+    silent = ContactFinder(
+        ContactSources(rdap_url="", dns_server=("127.0.0.1", free_ports(1)), dns_timeout=0.5)
+    )  # nothing listens: every query times out
+    found = silent.find(connection, "45.33.7.9", refresh=True)
+    assert (found.contact, found.rdns) == (None, None) and "Timeout" in (found.error or ""), found
