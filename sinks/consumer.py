@@ -5,7 +5,8 @@ Effectively once: every batch and the offsets it reaches are committed in one SQ
 group offsets say (they are committed afterwards only so that lag shows in Kafka's tools).
 
 While the database is down the consumer pauses its partitions, keeps its group membership and retries
-the same batch with growing delays: nothing is skipped and nothing is read ahead into memory.
+the same batch with growing delays: nothing is skipped and nothing is read ahead into memory. While Kafka
+is down it waits the same way and carries on from the stored offsets when the broker is back.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class ConsumerOptions:
     """Touched on every loop turn (also while waiting for the database): a liveness probe reads its age."""
 
 
+BROKER_REMINDER_SECONDS = 60.0
+"""How often a Kafka outage is logged again while it lasts."""
+
 OnCommit = Callable[[Sequence[Consumed], ConsumedResult, float], None]
 
 
@@ -96,6 +100,10 @@ class StoreConsumer:
         self._lock = threading.Lock()
         self._generation = 0
         """Bumped on every revocation: a batch read before it may belong to another member now."""
+        self._broker_down: float | None = None
+        """When the current Kafka outage began (monotonic), None while polls succeed."""
+        self._broker_noted = 0.0
+        self._broker_delay = self.options.backoff_start
         extra = consumer_options or {}
         try:
             self._consumer = KafkaConsumer(
@@ -187,7 +195,7 @@ class StoreConsumer:
         try:
             self._position(held)
         except (StoreError, SQLAlchemyError):
-            self._consumer.poll(timeout_ms=0)
+            self._poll(stop, 0)
             stop.wait(self.options.backoff_start)
             return
         with self._lock:
@@ -202,9 +210,7 @@ class StoreConsumer:
         deadline: float | None = None
         while len(batch) < options.batch_records and not stop.is_set():
             timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
-            polled = self._consumer.poll(
-                timeout_ms=int(timeout * 1000), max_records=options.batch_records - len(batch)
-            )
+            polled = self._poll(stop, int(timeout * 1000), options.batch_records - len(batch))
             for records in polled.values():
                 for record in records:
                     item = decode(record, self.kafka.topics)
@@ -259,8 +265,39 @@ class StoreConsumer:
             left = end - time.monotonic()
             if left <= 0:
                 return True
-            self._consumer.poll(timeout_ms=int(min(left, 1.0) * 1000))
+            self._poll(stop, int(min(left, 1.0) * 1000))
         return False
+
+    def _poll(self, stop: threading.Event, timeout_ms: int, max_records: int | None = None) -> dict[Any, Any]:
+        """One poll; while Kafka is unreachable, an empty one after a growing pause.
+
+        kafka-python 3 lets some connection failures out of `poll` (a metadata refresh that fails while
+        it looks for the group coordinator). They are retriable by its own classification, and the
+        store, not Kafka, holds the positions, so waiting for the broker loses and repeats nothing.
+        """
+        try:
+            polled: dict[Any, Any] = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise BrokerUnavailable(f"Kafka failed: {exc}") from exc
+            now = time.monotonic()
+            if self._broker_down is None:
+                self._broker_down = self._broker_noted = now
+                self._log(f"Kafka unavailable: {exc}; waiting for it")
+            elif now - self._broker_noted >= BROKER_REMINDER_SECONDS:
+                self._broker_noted = now
+                self._log(f"Kafka still unavailable after {now - self._broker_down:.0f}s: {exc}")
+            delay = self._broker_delay
+            self._broker_delay = min(delay * 2, self.options.backoff_max)
+            stop.wait(delay)
+            return {}
+        self._broker_delay = self.options.backoff_start
+        # A poll can come back empty without an error while the broker is still down: only records
+        # prove that it is back.
+        if polled and self._broker_down is not None:
+            self._log(f"reading from Kafka again after {time.monotonic() - self._broker_down:.1f}s")
+            self._broker_down = None
+        return polled
 
     def _commit(self, batch: list[Consumed]) -> list[tuple[list[Consumed], ConsumedResult]]:
         """Store the batch with its offsets. A record the database refuses for good is isolated by

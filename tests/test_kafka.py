@@ -412,7 +412,7 @@ def test_broker_restart_during_publishing_and_consuming(
         thread.start()
         time.sleep(4)
         assert not acknowledged.is_set()  # nothing counts as published while the broker is down
-        assert consumer.poll() is None
+        assert consumer.poll() is None, pipeline.log()
         own_broker("resume")
         thread.join(timeout=180)
         assert acknowledged.is_set()
@@ -420,6 +420,7 @@ def test_broker_restart_during_publishing_and_consuming(
         pipeline.wait_for(FAULT_REPORTS, alive=[consumer])
         time.sleep(2)
         assert pipeline.stop(consumer) == 0
+        assert "Traceback" not in pipeline.log() and "internal error" not in pipeline.log()
         assert exact_counts(pipeline.database_url) == expected
     finally:
         pipeline.close()
