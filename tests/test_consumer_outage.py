@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -104,17 +103,18 @@ def published_records() -> list[Record]:
     return records
 
 
-@pytest.fixture
-def url(tmp_path: Any) -> Iterator[str]:
-    yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
+@pytest.fixture(autouse=True)
+def scripted_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sinks.consumer, "KafkaConsumer", ScriptedConsumer)
 
 
-def consume(url: str, script: list[Exception | list[Record] | None], until: int) -> tuple[list[str], Any]:
+def consume(
+    store: ReportStore, url: str, script: list[Exception | list[Record] | None], until: int
+) -> tuple[list[str], Any]:
     """Run a consumer over the script until `until` reports are stored (or 20 s); its log lines and
     what `run` raised, if anything."""
     ScriptedConsumer.script = script
     lines: list[str] = []
-    store = ReportStore.open(url)
     options = ConsumerOptions(batch_records=100, max_wait=0.05, backoff_start=0.01, backoff_max=0.05)
     stop = threading.Event()
     raised: list[BaseException] = []
@@ -125,9 +125,7 @@ def consume(url: str, script: list[Exception | list[Record] | None], until: int)
         except BaseException as exc:  # handed to the test thread
             raised.append(exc)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sinks.consumer, "KafkaConsumer", ScriptedConsumer)
-        consumer = StoreConsumer(KAFKA, store, options, log=lines.append)
+    consumer = StoreConsumer(KAFKA, store, options, log=lines.append)
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 20
@@ -137,25 +135,28 @@ def consume(url: str, script: list[Exception | list[Record] | None], until: int)
     finally:
         stop.set()
         thread.join(timeout=10)
-        store.close()
     assert not thread.is_alive()
     return lines, raised[0] if raised else None
 
 
-def test_connection_errors_from_poll_are_waited_out_and_nothing_is_lost(url: str) -> None:
+def test_connection_errors_from_poll_are_waited_out_and_nothing_is_lost(
+    store: ReportStore, database_url: str
+) -> None:
     down = KafkaConnectionError("111 ECONNREFUSED")
-    lines, raised = consume(url, [None, down, down, None, down, published_records()], until=1)
+    lines, raised = consume(store, database_url, [None, down, down, None, down, published_records()], until=1)
     assert raised is None, raised
-    assert count_rows(url) == 1
+    assert count_rows(database_url) == 1
     assert lines[0] == "Kafka unavailable: KafkaConnectionError: 111 ECONNREFUSED; waiting for it"
     # One line when the outage begins, one when records flow again; not one per failed poll.
     assert len(lines) == 2 and lines[1].startswith("reading from Kafka again after "), lines
 
 
-def test_an_error_kafka_does_not_retry_ends_the_consumer_with_a_clear_error(url: str) -> None:
+def test_an_error_kafka_does_not_retry_ends_the_consumer_with_a_clear_error(
+    store: ReportStore, database_url: str
+) -> None:
     refused: KafkaError = TopicAuthorizationFailedError("t.reports")
-    lines, raised = consume(url, [None, refused, published_records()], until=1)
+    lines, raised = consume(store, database_url, [None, refused, published_records()], until=1)
     assert isinstance(raised, BrokerUnavailable)
     assert str(raised) == "Kafka failed: [Error 29] TopicAuthorizationFailedError: t.reports"
     assert isinstance(raised.__cause__, TopicAuthorizationFailedError)
-    assert count_rows(url) == 0 and lines == []
+    assert count_rows(database_url) == 0 and lines == []

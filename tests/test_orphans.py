@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,9 +187,6 @@ def test_portal_workers_end_with_a_killed_portal(
 ) -> None:
     """uvicorn's workers serve on the socket of their supervisor (`abusepipe portal`): orphaned, they went
     on answering on its port, so that a restarted portal could not listen there."""
-    import socket
-    import urllib.request
-
     port = free_port()
     log = tmp_path / "portal.log"
     process = start(
