@@ -15,7 +15,7 @@ from parsers.attribution import StatedSource
 from parsers.context import ParseContext
 from parsers.fields import first, parse_fields
 from parsers.headers import HeaderIndex
-from parsers.mime import content_type, enclosed_message, param, text_of
+from parsers.mime import content_type, enclosed_message, param, payload_of, text_of
 from parsers.original import ReportedMessage, make_report, reporter_from
 from parsers.received import parse_ip
 from parsers.vocabulary import feedback_type_for
@@ -104,7 +104,7 @@ def _feedback_part(ctx: ParseContext) -> tuple[int, Message, str] | None:
 
 
 def _part_text(part: Message, ctx: ParseContext) -> str:
-    if isinstance(part.get_payload(), list):
+    if isinstance(payload_of(part), list):
         # compat32 parses message/* bodies as a message: the fields arrive as its headers.
         inner = enclosed_message(part, ctx.limits, ctx.defects)
         if inner is None:

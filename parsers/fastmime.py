@@ -113,8 +113,9 @@ def _params(part: Message, header: str) -> list[tuple[str, Param]] | None:
 
 def first_value(part: Message, header: str) -> object:
     """The first `header` field's value as stored (`Message.get` before the policy sees it), or None."""
+    size = len(header)
     for name, value in part._headers:  # type: ignore[attr-defined]
-        if name.lower() == header:
+        if len(name) == size and name.lower() == header:  # most names differ in length: no lower()
             return value
     return None
 

@@ -14,8 +14,10 @@ import re
 from collections.abc import Iterator
 from email.generator import BytesGenerator
 from email.message import Message
+from email.policy import compat32
+from typing import Any
 
-from parsers.fastmime import CTYPE_KEY, content_type_of, header_params, parse_bytes, parse_text
+from parsers.fastmime import CTYPE_KEY, content_type_of, first_value, header_params, parse_bytes, parse_text
 from parsers.headers import Defects, decode_words
 from parsers.limits import ParseLimits
 
@@ -116,6 +118,25 @@ def _filename(part: Message) -> str | None:
     return (decode_words(name.strip()) or "").strip()[:255] or None
 
 
+def payload_of(part: Message) -> Any:
+    """`part.get_payload()`, which looks up Content-Transfer-Encoding among all the headers on every
+    call although only 8-bit text needs it (the stdlib charset-decodes that): an ASCII or list payload
+    is returned as is, exactly as the stdlib would."""
+    payload = part._payload  # type: ignore[attr-defined]
+    if isinstance(payload, str) and not payload.isascii():
+        return part.get_payload()
+    return payload
+
+
+def transfer_encoding(part: Message) -> str:
+    """Content-Transfer-Encoding in lower case, "" when absent. An ASCII value is read as stored, which is
+    what `part.get` returns for it under compat32, without the stdlib's scan that lower-cases every name."""
+    value = first_value(part, "content-transfer-encoding") if part.policy is compat32 else None
+    if not (isinstance(value, str) and value.isascii()):
+        value = part.get("content-transfer-encoding", "")
+    return str(value).strip().lower()
+
+
 def walk(
     msg: Message, limits: ParseLimits, defects: Defects, *, depth: int = 0
 ) -> Iterator[tuple[Message, int]]:
@@ -131,7 +152,7 @@ def walk(
         yield part, level
         if not content_type(part).startswith("multipart/"):
             continue  # message/* bodies are parsed as messages too; they are opened explicitly
-        payload = part.get_payload()
+        payload = payload_of(part)
         if isinstance(payload, list):
             if level + 1 > limits.max_depth:
                 defects.add(f"MIME parts nested deeper than {limits.max_depth}: inner parts skipped")
@@ -184,7 +205,7 @@ def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
     """Decoded body of a leaf part; empty when over `max_decoded_bytes` (with a defect)."""
     if isinstance(part, BinaryPart):
         return part.data[: limits.max_decoded_bytes]
-    payload = part.get_payload()
+    payload = payload_of(part)
     if isinstance(payload, list):
         try:
             return b"".join(serialised(m) for m in payload if isinstance(m, Message))
@@ -196,7 +217,7 @@ def decoded(part: Message, limits: ParseLimits, defects: Defects) -> bytes:
     if len(payload) > limits.max_decoded_bytes * 2:
         defects.add(f"part of {len(payload)} bytes not decoded (over the decoded-size limit)")
         return b""
-    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    cte = transfer_encoding(part)
     if cte not in ("base64", "quoted-printable"):
         if cte not in ("", "7bit", "8bit", "binary"):
             defects.add(f"unknown Content-Transfer-Encoding {cte[:40]!r}: body taken as is")
@@ -251,7 +272,7 @@ def text_of(part: Message, limits: ParseLimits, defects: Defects, max_bytes: int
 
 def enclosed_message(part: Message, limits: ParseLimits, defects: Defects) -> Message | None:
     """The message inside a message/rfc822 (or message/global) part, decoding a (non-standard) CTE."""
-    payload = part.get_payload()
+    payload = payload_of(part)
     inner: Message | None = None
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
         inner = payload[0]
@@ -265,7 +286,7 @@ def enclosed_message(part: Message, limits: ParseLimits, defects: Defects) -> Me
     if inner is None:
         return None
     inner = rejoin_split_headers(inner, defects)
-    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    cte = transfer_encoding(part)
     if cte in ("base64", "quoted-printable") and not inner.keys():
         defects.add(f"{content_type(part)} part with Content-Transfer-Encoding {cte}: decoded")
         body = inner.get_payload()
@@ -290,7 +311,7 @@ _HEADER_LINE = re.compile(
 
 def rejoin_split_headers(msg: Message, defects: Defects) -> Message:
     """Undo a stray blank line inside a header block (seen in real reports): the body starts with headers."""
-    body = msg.get_payload()
+    body = payload_of(msg)
     if not isinstance(body, str) or msg.is_multipart():
         return msg
     lines = body.lstrip("\r\n").splitlines()[:3]

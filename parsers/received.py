@@ -85,10 +85,9 @@ def _mask_comments(line: str) -> str:
     if "(" not in line:
         return line
     for _ in range(20):  # nesting depth; deeper comments are hostile and stay masked below
-        masked = _INNERMOST_COMMENT.sub(_blank, line)
-        if masked == line:
+        line, found = _INNERMOST_COMMENT.subn(_blank, line)
+        if not found or "(" not in line:  # nothing left to mask: spare the pass that finds nothing
             break
-        line = masked
     opening = line.find("(")
     if opening >= 0:  # unbalanced: the rest of the line is comment
         line = line[:opening] + " " * (len(line) - opening)

@@ -3,7 +3,10 @@
 - `parsers.headers._simple_address` (common address shapes) = flanker's address parser;
 - `parsers.suffixes.registrable_domain_of` (tldextract's bundled list, read directly) = tldextract;
 - `parsers.fastmime._split_headers` (well-formed header blocks by regular expression) = the line rules;
-- `parsers.fastmime.header_params` and `content_type_of` = `Message.get_params` and `get_content_type`.
+- `parsers.fastmime.header_params` and `content_type_of` = `Message.get_params` and `get_content_type`;
+- `parsers.mime.payload_of` and `transfer_encoding` = `Message.get_payload()` and `Message.get`;
+- `parsers.headers.unfold` (string methods) = the folding regex `_FOLD`;
+- `parsers.received._mask_comments` (stops once no comment is left) = masking until nothing changes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parsers import fastmime
-from parsers.headers import _flanker, _simple_address
+from parsers.headers import _FOLD, _flanker, _simple_address, unfold
+from parsers.mime import payload_of, transfer_encoding
+from parsers.received import _INNERMOST_COMMENT, _blank, _mask_comments
 from parsers.suffixes import registrable_domain_of
 from tests.conftest import CORPUS, SAMPLES, one
 from tests.mail import JUNK_HEADERS, junk
@@ -205,3 +210,57 @@ def test_a_from_header_that_is_a_url_is_read_not_rejected(value: str) -> None:
     report = one(junk(headers=[(n, value if n == "From" else v) for n, v in JUNK_HEADERS]), trap=True)
     assert report.original.from_domain in (None, "b.example")
     assert not any("parser error" in d for d in report.defects)
+
+
+@settings(max_examples=1000)
+@given(st.text("a \t\r\n\x0b\x85\u2028é", max_size=24))
+def test_unfolding_as_the_folding_regex_unfolds(value: str) -> None:
+    assert unfold(value) == _FOLD.sub(" ", value).strip()
+
+
+def masked_until_unchanged(line: str) -> str:
+    """What `_mask_comments` did before it learnt to stop early."""
+    if "(" not in line:
+        return line
+    for _ in range(20):
+        masked = _INNERMOST_COMMENT.sub(_blank, line)
+        if masked == line:
+            break
+        line = masked
+    opening = line.find("(")
+    return line[:opening] + " " * (len(line) - opening) if opening >= 0 else line
+
+
+@settings(max_examples=1000)
+@given(st.text("a ()[]", max_size=30))
+def test_comments_masked_as_masking_until_unchanged_masks_them(line: str) -> None:
+    assert _mask_comments(line) == masked_until_unchanged(line)
+
+
+def same_payload(part: Message) -> None:
+    assert payload_of(part) == part.get_payload()
+    assert transfer_encoding(part) == str(part.get("content-transfer-encoding", "")).strip().lower()
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["", "Content-Transfer-Encoding: 8bit\n", "content-transfer-encoding:  Base64 \n"]),
+    st.sampled_from(["", "Content-Type: text/plain; charset=iso-8859-1\n", "Content-Type: text/plain\n"]),
+    st.binary(max_size=20),
+)
+def test_payloads_read_as_the_stdlib_reads_them(cte: str, ctype: str, body: bytes) -> None:
+    for part in fastmime.parse_bytes((cte + ctype + "\n").encode() + body).walk():
+        same_payload(part)
+
+
+def test_real_payloads_read_as_the_stdlib_reads_them() -> None:
+    files = sorted(SAMPLES.glob("*.eml"))
+    for folder in (CORPUS, CORPUS.parent / "corpus-bulk"):
+        if folder.is_dir():
+            files += sorted(folder.rglob("*.eml"))
+    checked = 0
+    for path in files:
+        for part in fastmime.parse_bytes(path.read_bytes()).walk():
+            same_payload(part)
+            checked += 1
+    assert checked > len(files)
