@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
 
 from parsers.forwarding import addressed_domains, recipient_relay
 from parsers.headers import Defects, HeaderIndex
@@ -113,7 +112,15 @@ def attribute(
         defects.add(f"{len(lines)} Received headers: only the newest {MAX_HOPS} were walked")
         lines = lines[:MAX_HOPS]
     hops = [parse_received(line) for line in lines]
-    walk = _walk(hops, trust, cache(lambda: addressed_domains(headers, addressed_to, dkim_domains or ())))
+    known: list[frozenset[str]] = []
+
+    def addressed() -> frozenset[str]:
+        # Computed at most once, and only when a hop may be a forwarding relay (few walks ask).
+        if not known:
+            known.append(addressed_domains(headers, addressed_to, dkim_domains or ()))
+        return known[0]
+
+    walk = _walk(hops, trust, addressed)
     evidence: list[Evidence] = []
     for index in walk.relays:
         relay = hops[index]
