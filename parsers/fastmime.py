@@ -93,9 +93,14 @@ def header_params(part: Message, header: str) -> list[tuple[str, Param]] | None:
     return cache[header]
 
 
-def _params(part: Message, header: str) -> list[tuple[str, Param]] | None:
+_UNREAD = object()
+
+
+def _params(part: Message, header: str, value: object = _UNREAD) -> list[tuple[str, Param]] | None:
+    """`value`: the header's first value when the caller has looked it up already."""
     if part.policy is compat32:
-        value = first_value(part, header)
+        if value is _UNREAD:
+            value = first_value(part, header)
         if value is None:
             return None
         if isinstance(value, str):
@@ -149,10 +154,12 @@ def _simple_params(value: str) -> list[tuple[str, Param]] | None:
     return params
 
 
-def content_type_of(msg: Message) -> str:
-    """`Message.get_content_type` (which may raise on odd values, as the stdlib's does)."""
+def content_type_of(msg: Message, value: object = _UNREAD) -> str:
+    """`Message.get_content_type` (which may raise on odd values, as the stdlib's does). `value`: the
+    first Content-Type value when the caller has looked it up already."""
     if msg.policy is compat32:
-        value = first_value(msg, "content-type")
+        if value is _UNREAD:
+            value = first_value(msg, "content-type")
         if value is None:
             return msg.get_default_type()
         if isinstance(value, str) and value.isascii():
@@ -238,11 +245,15 @@ def _split_header_lines(text: str) -> tuple[Message, str]:
 
 def _parse(text: str, *, depth: int, max_depth: int, budget: PartBudget) -> Message:
     msg, body = _split_headers(text)
+    value = first_value(msg, "content-type")
     try:
-        ctype = content_type_of(msg)
+        ctype = content_type_of(msg, value)
     except Exception:  # malformed Content-Type: the stdlib falls back to text/plain as well
         ctype = "text/plain"
     msg.__dict__[CTYPE_KEY] = ctype
+    # Nearly every part's Content-Type parameters are asked for (boundary, charset, name): parsed now,
+    # from the value just found, instead of looking the header up again.
+    msg.__dict__[_PARAMS_KEY] = {"content-type": _params(msg, "content-type", value)}
     maintype = ctype.split("/", 1)[0]
     if maintype in ("multipart", "message") and depth >= max_depth:
         budget.too_deep = True
