@@ -5,6 +5,7 @@
 - `parsers.fastmime._split_headers` (well-formed header blocks by regular expression) = the line rules;
 - `parsers.fastmime.header_params` and `content_type_of` = `Message.get_params` and `get_content_type`;
 - `parsers.mime.payload_of` and `transfer_encoding` = `Message.get_payload()` and `Message.get`;
+- `parsers.trust.NetworkSet` (integer masks) = `address in network` of `ipaddress`;
 - `parsers.headers.unfold` (string methods) = the folding regex `_FOLD`;
 - `parsers.received._mask_comments` (stops once no comment is left) = masking until nothing changes.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import email
 import email.errors
+import ipaddress
 from email.message import Message
 
 import pytest
@@ -24,6 +26,7 @@ from parsers.headers import _FOLD, _flanker, _simple_address, unfold
 from parsers.mime import payload_of, transfer_encoding
 from parsers.received import _INNERMOST_COMMENT, _blank, _mask_comments
 from parsers.suffixes import registrable_domain_of
+from parsers.trust import NetworkSet, microsoft_internal, microsoft_outbound
 from tests.conftest import CORPUS, SAMPLES, one
 from tests.mail import JUNK_HEADERS, junk
 
@@ -264,3 +267,24 @@ def test_real_payloads_read_as_the_stdlib_reads_them() -> None:
             same_payload(part)
             checked += 1
     assert checked > len(files)
+
+
+def near(network: ipaddress.IPv4Network | ipaddress.IPv6Network, offset: int) -> int:
+    """An address at `offset` from the network's first one: inside, at its edges or just outside."""
+    return (int(network.network_address) + offset) % (2**network.max_prefixlen)
+
+
+@settings(max_examples=500)
+@given(st.integers(-2, 2**12), st.booleans(), st.integers(0, 2**128 - 1))
+def test_network_sets_hold_what_ipaddress_networks_hold(offset: int, edge: bool, anywhere: int) -> None:
+    tables = [microsoft_outbound(), microsoft_internal()]
+    mixed = NetworkSet([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")])
+    for table in [*tables, mixed]:
+        for network in table:
+            value = near(network, offset if not edge else network.num_addresses - 1 + offset % 2)
+            for ip in (
+                ipaddress.ip_address(value if network.version == 6 else value % 2**32),
+                ipaddress.IPv6Address(anywhere),
+                ipaddress.IPv4Address(anywhere % 2**32),
+            ):
+                assert (ip in table) == any(ip.version == n.version and ip in n for n in table)
