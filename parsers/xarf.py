@@ -31,12 +31,11 @@ _REPORT_LINE = re.compile(r"^(report-type|category|source-type)\s*:", re.IGNOREC
 
 
 def detect(ctx: ParseContext) -> bool:
-    if has_arf_structure(ctx):
-        return False  # ARF that also says X-ARF: the structure wins (parsers.arf)
     for name in ("x-arf", "x-xarf"):
         value = ctx.headers.get(name)
         if value and value.strip().lower() in ("yes", "plain", "secure", "bulk", "true"):
-            return True
+            # ARF that also says X-ARF: the structure wins (parsers.arf)
+            return not has_arf_structure(ctx)
     return False
 
 
