@@ -7,7 +7,8 @@
 - `parsers.mime.payload_of` and `transfer_encoding` = `Message.get_payload()` and `Message.get`;
 - `parsers.trust.NetworkSet` (integer masks) = `address in network` of `ipaddress`;
 - `parsers.headers.unfold` (string methods) = the folding regex `_FOLD`;
-- `parsers.received._mask_comments` (stops once no comment is left) = masking until nothing changes.
+- `parsers.received._mask_comments` (stops once no comment is left) = masking until nothing changes;
+- `parsers.received._clauses` (ASCII lines searched lower-cased) = the case-insensitive search.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from parsers import fastmime
 from parsers.headers import _FOLD, _flanker, _simple_address, unfold
 from parsers.mime import payload_of, transfer_encoding
-from parsers.received import _INNERMOST_COMMENT, _blank, _mask_comments
+from parsers.received import _CLAUSE, _INNERMOST_COMMENT, _blank, _clauses, _mask_comments
 from parsers.suffixes import registrable_domain_of
 from parsers.trust import NetworkSet, microsoft_internal, microsoft_outbound
 from tests.conftest import CORPUS, SAMPLES, one
@@ -288,3 +289,43 @@ def test_network_sets_hold_what_ipaddress_networks_hold(offset: int, edge: bool,
                 ipaddress.IPv4Address(anywhere % 2**32),
             ):
                 assert (ip in table) == any(ip.version == n.version and ip in n for n in table)
+
+
+def clauses_case_insensitively(line: str) -> dict[str, str]:
+    """What `_clauses` did before it searched ASCII lines lower-cased."""
+    masked = _mask_comments(line)
+    out: dict[str, str] = {}
+    matches = list(_CLAUSE.finditer(masked))
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(line)
+        out.setdefault(match.group(1).lower(), line[match.end() : end].strip())
+    return out
+
+
+received_words = st.sampled_from(
+    ["from", "BY", "Via", "with", "id", "FOR", "x", "(by)", "(", ")", "vİa", "ſ"]
+)
+
+
+@settings(max_examples=1000)
+@given(st.lists(st.tuples(received_words, st.sampled_from([" ", "\t", "", "  "])), max_size=12))
+def test_received_clauses_found_as_the_case_insensitive_search_finds_them(
+    words: list[tuple[str, str]],
+) -> None:
+    line = " " + "".join(word + blank for word, blank in words)
+    assert _clauses(line) == clauses_case_insensitively(line)
+
+
+def test_real_received_clauses_found_as_the_case_insensitive_search_finds_them() -> None:
+    files = sorted(SAMPLES.glob("*.eml"))
+    for folder in (CORPUS, CORPUS.parent / "corpus-bulk"):
+        if folder.is_dir():
+            files += sorted(folder.rglob("*.eml"))
+    checked = 0
+    for path in files:
+        for part in fastmime.parse_bytes(path.read_bytes()).walk():
+            for value in part.get_all("received") or ():
+                line = " " + str(value).split(";", 1)[0]
+                assert _clauses(line) == clauses_case_insensitively(line)
+                checked += 1
+    assert checked > len(files)
