@@ -67,7 +67,7 @@ def _walk(hops: list[Hop], trust: TrustPolicy, addressed: Callable[[], frozenset
             continue
         reason = trust.trust_reason(hop)
         if reason is None and index + 1 < len(hops):
-            reason = recipient_relay(hop, hops[index + 1], addressed())
+            reason = recipient_relay(hop, hops[index + 1], addressed)
             if reason is not None:
                 relays.append(index)
         if reason is None:

@@ -18,7 +18,7 @@ caller undoes it when no untrusted hop is left below (it never trades a source f
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from parsers.headers import HeaderIndex, domain_of, parse_address, split_address_list
 from parsers.received import Hop
@@ -56,15 +56,16 @@ def _domains(value: str) -> list[str | None]:
     return out
 
 
-def recipient_relay(hop: Hop, below: Hop | None, addressed: frozenset[str]) -> str | None:
-    """Why `hop` is the recipient's own forwarding relay, or None. `below` is the hop under it (older)."""
-    if below is None or not addressed or not below.by_host:
+def recipient_relay(hop: Hop, below: Hop | None, addressed: Callable[[], frozenset[str]]) -> str | None:
+    """Why `hop` is the recipient's own forwarding relay, or None. `below` is the hop under it (older);
+    `addressed` gives `addressed_domains`, asked last: most hops fail the cheaper tests before it."""
+    if below is None or not below.by_host:
         return None
     name = hop.rdns or hop.from_host
     if not name:
         return None
     domain = registrable_domain(name)
-    if domain is None or domain not in addressed or registrable_domain(below.by_host) != domain:
+    if domain is None or registrable_domain(below.by_host) != domain or domain not in addressed():
         return None
     return (
         f"the recipient's forwarding relay: {name[:100]} received it for {domain} (the message was "
