@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
 from parsers.attribution import StatedSource, attribute
 from parsers.authresults import dkim_domain, parse_authentication_results, parse_received_spf
@@ -35,7 +36,9 @@ class ReportedMessage:
     """Hash of the reported message's bytes where they are the input itself (trap mode, saved .msg)."""
 
 
-def describe(reported: ReportedMessage, limits: ParseLimits, defects: Defects) -> Original:
+def describe(reported: ReportedMessage, limits: ParseLimits, defects: Defects) -> dict[str, Any]:
+    """The fields of the reported message's `Original`, all but `received` (which attribution adds: the
+    model is built once, with it, instead of built and then copied)."""
     headers = reported.headers
     sender = parse_address(reported.overrides.get("from") or headers.get("from"), defects)
     subject = reported.overrides.get("subject") or headers.get("subject")
@@ -58,27 +61,27 @@ def describe(reported: ReportedMessage, limits: ParseLimits, defects: Defects) -
         extract_urls(reported.text[: limits.max_text_scan_bytes], limit=limits.max_urls, seen=urls)
     url_list = list(urls.values())
     mail_from = return_path.address if return_path else None
-    return Original(
-        message_id=message_id(reported.overrides.get("message_id") or headers.get("message-id")),
-        subject=_clean(decode_words(subject, defects)),
-        from_address=sender.address if sender else None,
-        from_domain=sender.domain if sender else None,
-        from_name=_clean(sender.name) if sender else None,
-        reply_to=reply_to.address if reply_to else None,
-        return_path=mail_from,
-        mail_from=mail_from,
-        mail_from_domain=domain_of(mail_from),
-        to=[t for t in to if t],
-        date=_clean(reported.overrides.get("date") or headers.get("date")),
-        dkim_domains=dkim,
-        auth_results=auth[:MAX_AUTH_RESULTS],
-        urls=url_list,
-        url_domains=_unique(u.registrable_domain for u in url_list if u.registrable_domain),
-        attachments=attachments,
-        exchange=verdicts(headers),
-        headers_only=reported.headers_only,
-        sha256=reported.sha256,
-    )
+    return {
+        "message_id": message_id(reported.overrides.get("message_id") or headers.get("message-id")),
+        "subject": _clean(decode_words(subject, defects)),
+        "from_address": sender.address if sender else None,
+        "from_domain": sender.domain if sender else None,
+        "from_name": _clean(sender.name) if sender else None,
+        "reply_to": reply_to.address if reply_to else None,
+        "return_path": mail_from,
+        "mail_from": mail_from,
+        "mail_from_domain": domain_of(mail_from),
+        "to": [t for t in to if t],
+        "date": _clean(reported.overrides.get("date") or headers.get("date")),
+        "dkim_domains": dkim,
+        "auth_results": auth[:MAX_AUTH_RESULTS],
+        "urls": url_list,
+        "url_domains": _unique(u.registrable_domain for u in url_list if u.registrable_domain),
+        "attachments": attachments,
+        "exchange": verdicts(headers),
+        "headers_only": reported.headers_only,
+        "sha256": reported.sha256,
+    }
 
 
 def _clean(value: str | None) -> str | None:
@@ -137,16 +140,16 @@ def make_report(
     defects.extend(ctx.defects.list())
     defects.extend(extra_defects or [])
     if reported is not None:
-        original = describe(reported, ctx.limits, defects)
+        fields = describe(reported, ctx.limits, defects)
         attribution = attribute(
             reported.headers,
             trust=ctx.trust,
             defects=defects,
             stated=stated,
-            dkim_domains=original.dkim_domains,
+            dkim_domains=fields["dkim_domains"],
             addressed_to=(reporter.domain,),
         )
-        original = original.model_copy(update={"received": attribution.hops})
+        original = Original(**fields, received=attribution.hops)
         source = attribution.source
         evidence = attribution.evidence
     else:
