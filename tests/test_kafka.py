@@ -402,19 +402,26 @@ def test_broker_restart_during_publishing_and_consuming(
         pipeline.wait_for(500, alive=[consumer])
         own_broker("stop")
         acknowledged = threading.Event()
+        failures: list[BaseException] = []
 
         def publish_rest() -> None:
-            for batch in batches[8:]:
-                publisher.write(batch)  # blocks, retrying, while the broker is down
+            try:
+                for batch in batches[8:]:
+                    publisher.write(batch)  # blocks, retrying, while the broker is down
+            except BaseException as exc:  # shown by this test, not as a stray thread warning later
+                failures.append(exc)
+                return
             acknowledged.set()
 
-        thread = threading.Thread(target=publish_rest)
+        # A daemon: when the test fails early, the thread must not keep the run waiting on its producer.
+        thread = threading.Thread(target=publish_rest, name="publish-rest", daemon=True)
         thread.start()
         time.sleep(4)
         assert not acknowledged.is_set()  # nothing counts as published while the broker is down
         assert consumer.poll() is None, pipeline.log()
         own_broker("resume")
         thread.join(timeout=180)
+        assert not failures, failures
         assert acknowledged.is_set()
         publisher.close()
         pipeline.wait_for(FAULT_REPORTS, alive=[consumer])
