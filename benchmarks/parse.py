@@ -1,7 +1,7 @@
 """Parse throughput and peak memory: abusepipe vs the bare stdlib floor vs parsedmarc (auth-failure files).
 
     python benchmarks/parse.py [--corpus ../shared/corpus] [--bulk] [--seconds 5]
-    python benchmarks/parse.py --cli [--copies 100] [--checkout DIR]...
+    python benchmarks/parse.py --cli [--copies 100] [--runs 3] [--checkout DIR]...
 
 Each measurement runs in its own process pinned to one core, so its peak RSS is its own. parsedmarc is
 optional (`pip install parsedmarc` into the benchmark's environment) and runs with offline=True.
@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("--cli", action="store_true", help="`abusepipe parse` on small reports, end to end")
     parser.add_argument("--copies", type=int, default=100)
     parser.add_argument("--checkout", type=Path, action="append", default=[])
+    parser.add_argument("--runs", type=int, default=3, help="--cli: runs of each command; the best counts")
     parser.add_argument("--worker")
     parser.add_argument("files", nargs="*")
     args = parser.parse_args()
@@ -210,7 +211,7 @@ def main() -> None:
     if not args.corpus.is_dir():
         raise SystemExit(f"parse benchmark: no corpus at {args.corpus} (give --corpus DIR)")
     if args.cli:
-        cli_benchmark(args.corpus, args.copies, args.checkout or [ROOT])
+        cli_benchmark(args.corpus, args.copies, args.checkout or [ROOT], runs=max(1, args.runs))
         return
 
     if args.trap:
