@@ -17,6 +17,7 @@ import email
 import email.errors
 import ipaddress
 from email.message import Message
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -180,6 +181,15 @@ param_values = st.one_of(
 )
 
 
+def real_mail() -> list[Path]:
+    """The .eml samples, plus the report and bulk corpora where they are present."""
+    files = sorted(SAMPLES.glob("*.eml"))
+    for folder in (CORPUS, CORPUS.parent / "corpus-bulk"):
+        if folder.is_dir():
+            files += sorted(folder.rglob("*.eml"))
+    return files
+
+
 @settings(max_examples=1000)
 @given(st.sampled_from(["text/plain", "multipart/mixed", "Text/HTML ", "", "x", "a/b/c"]), param_values)
 def test_parameters_read_as_the_stdlib_reads_them(main: str, params: str) -> None:
@@ -190,10 +200,7 @@ def test_parameters_read_as_the_stdlib_reads_them(main: str, params: str) -> Non
 
 
 def test_real_parameters_read_as_the_stdlib_reads_them() -> None:
-    files = sorted(SAMPLES.glob("*.eml"))
-    for folder in (CORPUS, CORPUS.parent / "corpus-bulk"):
-        if folder.is_dir():
-            files += sorted(folder.rglob("*.eml"))
+    files = real_mail()
     checked = 0
     for path in files:
         for part in email.message_from_bytes(path.read_bytes()).walk():
@@ -258,10 +265,7 @@ def test_payloads_read_as_the_stdlib_reads_them(cte: str, ctype: str, body: byte
 
 
 def test_real_payloads_read_as_the_stdlib_reads_them() -> None:
-    files = sorted(SAMPLES.glob("*.eml"))
-    for folder in (CORPUS, CORPUS.parent / "corpus-bulk"):
-        if folder.is_dir():
-            files += sorted(folder.rglob("*.eml"))
+    files = real_mail()
     checked = 0
     for path in files:
         for part in fastmime.parse_bytes(path.read_bytes()).walk():
@@ -317,10 +321,7 @@ def test_received_clauses_found_as_the_case_insensitive_search_finds_them(
 
 
 def test_real_received_clauses_found_as_the_case_insensitive_search_finds_them() -> None:
-    files = sorted(SAMPLES.glob("*.eml"))
-    for folder in (CORPUS, CORPUS.parent / "corpus-bulk"):
-        if folder.is_dir():
-            files += sorted(folder.rglob("*.eml"))
+    files = real_mail()
     checked = 0
     for path in files:
         for part in fastmime.parse_bytes(path.read_bytes()).walk():
