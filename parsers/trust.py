@@ -47,6 +47,12 @@ class NetworkSet:
     def __iter__(self) -> Iterator[Network]:
         return iter(self.networks)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NetworkSet) and other.networks == self.networks
+
+    def __hash__(self) -> int:
+        return hash(self.networks)
+
 
 def _masks(networks: tuple[Network, ...], version: int) -> tuple[tuple[int, int], ...]:
     return tuple((int(n.network_address), int(n.netmask)) for n in networks if n.version == version)
@@ -62,12 +68,8 @@ def microsoft_internal() -> NetworkSet:
     return NetworkSet(load_networks("microsoft_internal.txt"))
 
 
-def in_networks(ip: IPAddress | None, networks: Iterable[Network]) -> bool:
-    if ip is None:
-        return False
-    if isinstance(networks, NetworkSet):
-        return ip in networks
-    return any(ip.version == net.version and ip in net for net in networks)
+def in_networks(ip: IPAddress | None, networks: NetworkSet) -> bool:
+    return ip is not None and ip in networks
 
 
 def is_microsoft_outbound(ip: IPAddress | None) -> bool:
@@ -123,7 +125,7 @@ def is_microsoft_internal_hop(hop: Hop) -> bool:
 class TrustPolicy:
     """What counts as the recipient's own network when walking `Received` headers."""
 
-    trusted_networks: tuple[Network, ...] = field(default_factory=tuple)
+    trusted_networks: NetworkSet = field(default_factory=lambda: NetworkSet(()))
 
     @classmethod
     def from_cidrs(cls, cidrs: Iterable[str]) -> TrustPolicy:
@@ -134,7 +136,7 @@ class TrustPolicy:
                 nets.append(ipaddress.ip_network(cidr.strip(), strict=False))
             except ValueError as exc:
                 raise ValueError(f"not a network: {cidr!r}") from exc
-        return cls(tuple(nets))
+        return cls(NetworkSet(nets))
 
     def trust_reason(self, hop: Hop) -> str | None:
         """Why the hop is inside the recipient's network, or None when it is not."""
