@@ -182,33 +182,80 @@ def _flanker() -> Any:
 
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_LOCAL = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+# flanker's lexer also takes any non-ASCII character but a surrogate into an atom (RFC 6532 local parts);
+# its whitespace and control characters are refused after the match (`_plain`): flanker lexes those
+# differently from `str.split` (an atom character, or an error that sends it to its fallback).
+_UTEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\ud7ff\ue000-\U0010ffff]"
+_LOCAL = rf"{_UTEXT}+(?:\.{_UTEXT}+)*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})+"
-_BARE_ADDRESS = re.compile(rf"[ \t]*({_LOCAL})@({_DOMAIN})[ \t]*|[ \t]*<({_LOCAL})@({_DOMAIN})>[ \t]*")
-_NAMED_ADDRESS = re.compile(
-    rf'[ \t]*(?:"([^"\\\r\n]*)"|([^"<>@,;:\\()\[\]\r\n]*?))[ \t]*<({_LOCAL})@({_DOMAIN})>[ \t]*'
-)
+_BARE_ADDRESS = re.compile(rf"({_LOCAL})@({_DOMAIN})|<({_LOCAL})@({_DOMAIN})>")
+_NAMED_ADDRESS = re.compile(rf'(?:"([^"\\\r\n]*)"|([^"<>@,;:\\()\[\]\r\n]*?))[ \t]*<({_LOCAL})@({_DOMAIN})>')
+# flanker's fallback when the whole value is not a mailbox: the last space-separated word read alone and
+# the text before it taken verbatim as the display name. An `@` outside quotes, comments and literals
+# before `<...>` always fails the whole parse, so these values always take that fallback.
+_AT_NAMED_ADDRESS = re.compile(rf'([^"<>()\[\]\\,;:]*@[^"<>()\[\]\\,;:]*) <({_LOCAL})@({_DOMAIN})>')
+_OPENS = {'"': '"', "(": ")", "[": "]"}
+
+
+def _plain(text: str) -> bool:
+    """No control character and no whitespace but space and tab."""
+    return text.replace("\t", " ").isprintable()
+
+
+def _top_level_semicolon(value: str) -> bool:
+    """Whether flanker's lexer meets a `;` outside quotes, comments and domain literals: a token no rule
+    of its single-mailbox grammar accepts, so parsing the whole value fails. Its lexer's states are
+    followed exactly except inside its URL token, which is why callers rule out `://` first."""
+    closing = ""
+    escaped = False
+    for char in value:
+        if closing:
+            if escaped:
+                escaped = False
+            elif char == "\\" and closing == '"':
+                escaped = True
+            elif char == closing:
+                closing = ""
+        elif char == ";":
+            return True
+        else:
+            closing = _OPENS.get(char, "")
+    return False
 
 
 def _simple_address(value: str) -> tuple[str | None, str | None, str | None] | None:
     """The common shapes (`a@b.example`, `<a@b.example>`, `Name <a@b.example>`, `"Name" <a@b.example>`
-    with a dot-atom address) parsed as flanker parses them; None for anything else, which flanker reads.
-    tests/test_fast_paths.py holds the two to the same answers."""
+    with a dot-atom address) parsed as flanker parses them, and two odd shapes junk mail is full of whose
+    answer flanker's parse() reaches by its fallback (`x@y <a@b.example>`: the text before the last space
+    as the name; a value with a `;` and no `@` in its last word: no mailbox at all); None for anything
+    else, which flanker reads. tests/test_fast_paths.py holds the two to the same answers."""
     if len(value) > 254 or "xn--" in value.lower():
         return None  # flanker checks lengths and punycode; leave those to it
-    match = _BARE_ADDRESS.fullmatch(value)
+    stripped = value.strip()  # flanker parses the stripped value first
+    match = _BARE_ADDRESS.fullmatch(stripped)
     if match:
         local, domain = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        if not _plain(local):
+            return None
         domain = domain.lower()
         return f"{local}@{domain}", domain, None
-    match = _NAMED_ADDRESS.fullmatch(value)
+    match = _NAMED_ADDRESS.fullmatch(stripped)
     if match:
         quoted, phrase, local, domain = match.groups()
+        if not _plain(local) or not _plain(quoted if quoted is not None else phrase):
+            return None
         # flanker keeps a quoted name as written and collapses the whitespace of an unquoted one
         name = quoted if quoted is not None else " ".join(phrase.split())
         domain = domain.lower()
         return f"{local}@{domain}", domain, name or None
+    match = _AT_NAMED_ADDRESS.fullmatch(value)
+    if match and _plain(match.group(2)):
+        name, local, domain = match.groups()
+        domain = domain.lower()
+        return f"{local}@{domain}", domain, name or None
+    if "://" not in value and "@" not in value.rsplit(" ", 1)[-1] and _top_level_semicolon(stripped):
+        return None, None, None
     return None
 
 
