@@ -4,7 +4,7 @@ tldextract's own lookup is exact but costs ~150 ms to import (it brings requests
 for list updates this offline tool never makes), paid by every one-message process (the MTA pipe) whose
 mail holds a URL. The same snapshot file is read here with the same matching rules (tldextract's
 `suffix_index`: labels matched right to left, `*` wildcards, `!` exceptions, punycode labels decoded
-first); tests/test_suffixes.py holds the two to the same answers.
+first); tests/test_fast_paths.py holds the two to the same answers.
 """
 
 from __future__ import annotations
@@ -35,18 +35,47 @@ def snapshot_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / ".tld_set_snapshot"
 
 
-@cache
-def _trie() -> _Node:
-    text = snapshot_path().read_text(encoding="utf-8")
-    root = _Node()
-    for match in _RULE.finditer(text.partition(_PRIVATE_SECTION)[0]):
-        node = root
-        for label in reversed(match.group("suffix").split(".")):
+class _TopLevel(dict[str, _Node]):
+    """The root's children, each top-level label's subtree built on first lookup: building all ~7,000
+    rules costs more than a one-message process spends on its handful of lookups."""
+
+    def __init__(self, rules: dict[str, list[list[str]]]) -> None:
+        super().__init__()
+        self._rules = rules  # top-level label -> the rest of each of its rules, labels right to left
+
+    def get(self, label: str, default: _Node | None = None) -> _Node | None:  # type: ignore[override]
+        node = super().get(label)
+        if node is None and label in self._rules:
+            node = self[label] = _subtree(self._rules.pop(label))
+        return node if node is not None else default
+
+    def __contains__(self, label: object) -> bool:
+        return super().__contains__(label) or label in self._rules
+
+
+def _subtree(rules: list[list[str]]) -> _Node:
+    top = _Node()
+    for labels in rules:
+        node = top
+        for label in labels:
             child = node.children.get(label)
             if child is None:
                 child = node.children[label] = _Node()
             node = child
         node.end = True
+    return top
+
+
+@cache
+def _trie() -> _Node:
+    text = snapshot_path().read_text(encoding="utf-8")
+    rules: dict[str, list[list[str]]] = {}
+    for match in _RULE.finditer(text.partition(_PRIVATE_SECTION)[0]):
+        labels = match.group("suffix").split(".")
+        labels.reverse()
+        rules.setdefault(labels[0], []).append(labels[1:])
+    root = _Node()
+    root.children = _TopLevel(rules)
     return root
 
 
