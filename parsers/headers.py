@@ -184,18 +184,16 @@ def _flanker() -> Any:
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 # flanker's lexer also takes any non-ASCII character but a surrogate into an atom (RFC 6532 local parts);
 # its whitespace and control characters are refused after the match (`_plain`): flanker lexes those
-# differently from `str.split` (an atom character, or an error that sends it to its fallback).
+# differently from `str.split` (an atom character, or an error that sends it to its fallback). Domains
+# stay ASCII: flanker IDNA-checks the others.
 _UTEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\ud7ff\ue000-\U0010ffff]"
 _LOCAL = rf"{_UTEXT}+(?:\.{_UTEXT}+)*"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})+"
-_BARE_ADDRESS = re.compile(rf"({_LOCAL})@({_DOMAIN})|<({_LOCAL})@({_DOMAIN})>")
-_NAMED_ADDRESS = re.compile(rf'(?:"([^"\\\r\n]*)"|([^"<>@,;:\\()\[\]\r\n]*?))[ \t]*<({_LOCAL})@({_DOMAIN})>')
-# flanker's fallback when the whole value is not a mailbox: the last space-separated word read alone and
-# the text before it taken verbatim as the display name. An `@` outside quotes, comments and literals
-# before `<...>` always fails the whole parse, so these values always take that fallback.
-_AT_NAMED_ADDRESS = re.compile(rf'([^"<>()\[\]\\,;:]*@[^"<>()\[\]\\,;:]*) <({_LOCAL})@({_DOMAIN})>')
+_DOMAIN = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_ANGLED = rf"<[ \t]*({_LOCAL})@({_DOMAIN})[ \t]*>"  # flanker's addr-spec takes whitespace around it
+_BARE_ADDRESS = re.compile(rf"({_LOCAL})@({_DOMAIN})|{_ANGLED}")
+_NAMED_ADDRESS = re.compile(rf'(?:"([^"\\\r\n]*)"|([^"<>@,;:\\()\[\]\r\n]*?))[ \t]*{_ANGLED}')
 _OPENS = {'"': '"', "(": ")", "[": "]"}
+_NO_MAILBOX: tuple[None, None, None] = (None, None, None)
 
 
 def _plain(text: str) -> bool:
@@ -203,13 +201,17 @@ def _plain(text: str) -> bool:
     return text.replace("\t", " ").isprintable()
 
 
-def _top_level_semicolon(value: str) -> bool:
-    """Whether flanker's lexer meets a `;` outside quotes, comments and domain literals: a token no rule
-    of its single-mailbox grammar accepts, so parsing the whole value fails. Its lexer's states are
-    followed exactly except inside its URL token, which is why callers rule out `://` first."""
+def _never_a_mailbox(text: str) -> bool:
+    """Whether flanker's single-mailbox grammar certainly refuses `text`: outside quotes, comments and
+    domain literals it holds no `@` or more than one, or a `,` or `;` (tokens no rule of that grammar
+    takes). The lexer's states are followed exactly, as long as its lexing succeeds at all (if it does
+    not, the parse fails anyway), except inside its URL token, which is why a `://` answers False."""
+    if "://" in text:
+        return False
     closing = ""
     escaped = False
-    for char in value:
+    ats = 0
+    for char in text:
         if closing:
             if escaped:
                 escaped = False
@@ -217,29 +219,43 @@ def _top_level_semicolon(value: str) -> bool:
                 escaped = True
             elif char == closing:
                 closing = ""
-        elif char == ";":
+        elif char == "@":
+            ats += 1
+        elif char in ",;":
             return True
         else:
             closing = _OPENS.get(char, "")
-    return False
+    return ats != 1
+
+
+def _bare(word: str) -> tuple[str, str, None] | None:
+    match = _BARE_ADDRESS.fullmatch(word)
+    if not match:
+        return None
+    local, domain = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+    if not _plain(local):
+        return None
+    domain = domain.lower()
+    return f"{local}@{domain}", domain, None
 
 
 def _simple_address(value: str) -> tuple[str | None, str | None, str | None] | None:
-    """The common shapes (`a@b.example`, `<a@b.example>`, `Name <a@b.example>`, `"Name" <a@b.example>`
-    with a dot-atom address) parsed as flanker parses them, and two odd shapes junk mail is full of whose
-    answer flanker's parse() reaches by its fallback (`x@y <a@b.example>`: the text before the last space
-    as the name; a value with a `;` and no `@` in its last word: no mailbox at all); None for anything
-    else, which flanker reads. tests/test_fast_paths.py holds the two to the same answers."""
+    """flanker's `parse()` answer for the shapes it gives a certain answer to, without importing it;
+    None for anything else, which flanker reads. tests/test_fast_paths.py holds the two to the same
+    answers.
+
+    flanker first parses the stripped value: the common shapes (`a@b.example`, `<a@b.example>`,
+    `Name <a@b.example>`, `"Name" <a@b.example>`) are read as its grammar reads them. When the whole
+    value certainly fails, it parses the last space-separated word alone and takes the text before it,
+    verbatim, as the display name (`Doe, John <j@x.example>`, `j@x.example <j@x.example>`), or finds no
+    mailbox (a Received line pasted into From, a VERP address with two `@`).
+    """
     if len(value) > 254 or "xn--" in value.lower():
         return None  # flanker checks lengths and punycode; leave those to it
-    stripped = value.strip()  # flanker parses the stripped value first
-    match = _BARE_ADDRESS.fullmatch(stripped)
-    if match:
-        local, domain = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
-        if not _plain(local):
-            return None
-        domain = domain.lower()
-        return f"{local}@{domain}", domain, None
+    stripped = value.strip()
+    bare = _bare(stripped)
+    if bare is not None:
+        return bare
     match = _NAMED_ADDRESS.fullmatch(stripped)
     if match:
         quoted, phrase, local, domain = match.groups()
@@ -249,14 +265,15 @@ def _simple_address(value: str) -> tuple[str | None, str | None, str | None] | N
         name = quoted if quoted is not None else " ".join(phrase.split())
         domain = domain.lower()
         return f"{local}@{domain}", domain, name or None
-    match = _AT_NAMED_ADDRESS.fullmatch(value)
-    if match and _plain(match.group(2)):
-        name, local, domain = match.groups()
-        domain = domain.lower()
-        return f"{local}@{domain}", domain, name or None
-    if "://" not in value and "@" not in value.rsplit(" ", 1)[-1] and _top_level_semicolon(stripped):
-        return None, None, None
-    return None
+    if not _never_a_mailbox(stripped):
+        return None
+    head, space, last = value.rpartition(" ")
+    if not space:
+        return _NO_MAILBOX
+    bare = _bare(last)
+    if bare is not None:
+        return bare[0], bare[1], head or None
+    return _NO_MAILBOX if _never_a_mailbox(last) else None
 
 
 @lru_cache(maxsize=4096)
