@@ -17,6 +17,7 @@ import contextlib
 import email
 import email.errors
 import ipaddress
+import re
 from email.message import Message
 from pathlib import Path
 
@@ -88,6 +89,18 @@ def test_simple_addresses_read_as_flanker_reads_them(
     simple = _simple_address(value)
     if simple is not None:
         assert simple == flanker_answer(value), value
+
+
+def test_local_part_characters_are_flankers_atom_characters() -> None:
+    _flanker()
+    from flanker.addresslib._parser import lexer
+
+    theirs = re.compile(lexer.t_ATOM, re.VERBOSE)
+    ours = re.compile(headers._UTEXT + "+")
+    differ = [
+        hex(i) for i in range(0x110000) if bool(theirs.fullmatch(chr(i))) != bool(ours.fullmatch(chr(i)))
+    ]
+    assert differ == []
 
 
 def test_the_shapes_that_matter_take_the_fast_path() -> None:
