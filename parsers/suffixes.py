@@ -45,9 +45,12 @@ class _TopLevel(dict[str, _Node]):
 
     def get(self, label: str, default: _Node | None = None) -> _Node | None:  # type: ignore[override]
         node = super().get(label)
-        if node is None and label in self._rules:
-            node = self[label] = _subtree(self._rules.pop(label))
-        return node if node is not None else default
+        if node is None:
+            rules = self._rules.get(label)  # kept: two threads at once both build the same subtree
+            if rules is None:
+                return default
+            node = self[label] = _subtree(rules)
+        return node
 
     def __contains__(self, label: object) -> bool:
         return super().__contains__(label) or label in self._rules
