@@ -145,7 +145,7 @@ def test_real_addresses_read_as_flanker_reads_them(monkeypatch: pytest.MonkeyPat
     finally:
         headers._parse_mailbox.cache_clear()
     answered = [value for value in set(values) if _simple_address(value) is not None]
-    assert len(answered) > 50
+    assert len(answered) > 40  # the samples alone hold 62
     for value in answered:
         assert _simple_address(value) == flanker_answer(value), value
 
