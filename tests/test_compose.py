@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from abusepipe.cli import _parser
+from abusepipe.cli.app import _parser
 from abusepipe.settings import Settings
 from tests.conftest import ROOT
 

@@ -1,0 +1,161 @@
+"""What the warm process and its clients share: where the socket is, and what crosses it.
+
+The socket lives in a directory only its user can enter (`$XDG_RUNTIME_DIR`, else `$TMPDIR` or /tmp, as
+tmux does; the first whose path fits in a socket address), named by a key of the interpreter and the
+abusepipe code it runs: two installations never share a warm process. Stdlib only, imported by every
+piped message.
+
+Frames:
+- client -> server: a request, `!I` length then a `marshal`led dict (built in: no import to pay), with
+  the client's fds 0, 1 and 2 attached (SCM_RIGHTS) to its first bytes;
+- server -> client: `A` (a child took the request), `R` (refused: run cold), then from the child
+  `X` and one byte of exit status; a status request is answered with one JSON frame;
+- client -> child: `K` and one byte, a signal number the client received.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import socket
+import stat
+import struct
+import sys
+import zlib
+
+VERSION = 1
+IDLE_ENV = "ABUSEPIPE_WARM_SECONDS"
+DEFAULT_IDLE_SECONDS = 60.0
+ACCEPTED = b"A"
+REFUSED = b"R"
+EXIT = b"X"
+SIGNAL = b"K"
+FRAME = struct.Struct("!I")
+MAX_FRAME = 4 * 1024 * 1024
+SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on the BSDs
+
+
+class WarmUnavailable(Exception):
+    """Warm start cannot be used here (the reason is for a log line): the command runs cold."""
+
+
+def idle_seconds(environ: dict[str, str] | os._Environ[str]) -> float:
+    """`ABUSEPIPE_WARM_SECONDS`: how long a warm process waits for the next message; 0 turns it off."""
+    text = environ.get(IDLE_ENV, "").strip()
+    if not text:
+        return DEFAULT_IDLE_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400:
+        raise ValueError(f"{IDLE_ENV}={text!r}: expected seconds from 0 (off) to 86400")
+    return value
+
+
+def code_root() -> str:
+    """The directory the running abusepipe package was imported from."""
+    import abusepipe  # noqa: PLC0415 - already imported by whoever asks
+
+    return os.path.dirname(os.path.dirname(os.path.realpath(abusepipe.__file__)))
+
+
+class Place:
+    """The warm process's files for this interpreter and code: socket, lock (held while it runs), log."""
+
+    __slots__ = ("directory", "key")
+
+    def __init__(self, directory: str, key: str) -> None:
+        self.directory = directory
+        self.key = key
+
+    @classmethod
+    def here(cls, environ: dict[str, str] | os._Environ[str]) -> Place:
+        # The same environment however it is started (`abusepipe`, `python -m abusepipe.cli`, `python3`).
+        interpreter = (sys.prefix, os.path.realpath(sys.executable), sys.version)
+        identity = "\0".join((str(VERSION), *interpreter, code_root(), environ.get("PYTHONPATH", "")))
+        data = identity.encode("utf-8", "surrogateescape")
+        key = f"{zlib.crc32(data):08x}{zlib.adler32(data[::-1]):08x}"  # hashlib's import costs 4 ms
+        runtime = environ.get("XDG_RUNTIME_DIR", "")
+        bases = [runtime] if runtime and os.path.isdir(runtime) else []
+        for base in [*bases, environ.get("TMPDIR") or "/tmp", "/tmp"]:
+            place = cls(os.path.join(base, f"abusepipe-warm-{os.getuid()}"), key)
+            if len(os.fsencode(place.socket)) <= SOCKET_PATH_MAX:
+                return place
+        raise WarmUnavailable(f"{place.socket}: too long a path for a socket")
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.directory, f"{self.key}.sock")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.directory, f"{self.key}.lock")
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.directory, f"{self.key}.log")
+
+    def ensure_private(self) -> None:
+        """Create the directory, or check that only this user can use it (else someone else could
+        answer as the warm process, or read the messages)."""
+        try:
+            os.mkdir(self.directory, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise WarmUnavailable(f"cannot create {self.directory}: {exc.strerror}") from exc
+        info = os.lstat(self.directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise WarmUnavailable(f"{self.directory} is not a directory private to this user")
+
+
+def encode(message: dict[str, object]) -> bytes:
+    data = marshal.dumps(message)
+    return FRAME.pack(len(data)) + data
+
+
+def send_frame(sock: socket.socket, message: dict[str, object], fds: list[int] | None = None) -> None:
+    data = encode(message)
+    sent = socket.send_fds(sock, [data], fds) if fds else 0
+    sock.sendall(data[sent:])
+
+
+def receive_frame(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict[str, object], list[int]]:
+    """One frame and the descriptors attached to it; raises `ValueError` for anything malformed."""
+    fds: list[int] = []
+    data = b""
+    while len(data) < FRAME.size:
+        if max_fds and not fds:
+            chunk, received, _, _ = socket.recv_fds(sock, 65536, max_fds)
+            fds.extend(received)
+        else:
+            chunk = sock.recv(65536)
+        if not chunk:
+            _close(fds)
+            raise ValueError("connection closed before a frame")
+        data += chunk
+    (size,) = FRAME.unpack_from(data)
+    if size > MAX_FRAME:
+        _close(fds)
+        raise ValueError(f"frame of {size} bytes")
+    while len(data) < FRAME.size + size:
+        chunk = sock.recv(FRAME.size + size - len(data))
+        if not chunk:
+            _close(fds)
+            raise ValueError("connection closed inside a frame")
+        data += chunk
+    try:
+        message = marshal.loads(data[FRAME.size : FRAME.size + size])
+    except (ValueError, EOFError, TypeError):
+        _close(fds)
+        raise
+    if not isinstance(message, dict):
+        _close(fds)
+        raise ValueError("a frame that is not an object")
+    return message, fds
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

@@ -1,0 +1,334 @@
+"""The warm process: imports what `ingest -` needs once, then forks one child per piped message.
+
+Run by `abusepipe.warm.client.start_server`, never by hand. One process per place (its lock); it ends
+after its idle time, on SIGTERM/SIGINT/SIGHUP, when its socket is removed or taken over, or when any
+module it loaded changed on disk (it refuses the request that noticed, so that client runs cold).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import importlib
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from abusepipe.cli import main as command
+from abusepipe.warm.protocol import ACCEPTED, EXIT, REFUSED, SIGNAL, Place, encode, receive_frame
+
+PRELOAD = (
+    "abusepipe.cli.app",
+    "abusepipe.settings",
+    "ingest.runner",
+    "ingest.sources",
+    "ingest.messagelog",
+    "sinks.store",
+    "sqlalchemy.dialects.sqlite.pysqlite",
+    "sqlite3",
+    "blocklist.evaluator",
+    "sinks.publisher",
+)
+"""What one piped message may need: the parse, the store (SQLite) and the publisher (Kafka). Whatever
+else a command needs (a new store's migrations, PostgreSQL) its child imports as the cold path would."""
+REQUEST_TIMEOUT = 5.0
+TICK = 1.0
+_PEERCRED = struct.Struct("3i")
+
+
+def log(text: str) -> None:
+    print(f"{datetime.now(UTC).isoformat(timespec='seconds')} pid {os.getpid()}: {text}", file=sys.stderr)
+
+
+class WarmServer:
+    def __init__(self, place: Place, idle: float, lock: int) -> None:
+        self.place = place
+        self.idle = idle
+        self.lock = lock
+        """The lock this process holds while it runs: a child lets go of it, so that a child still
+        running never keeps the next warm process from starting."""
+        self.children: set[int] = set()
+        self.served = 0
+        self.started = time.time()
+        self.last_request = time.monotonic()
+        self.stopping = False
+        self.files: dict[str, tuple[int, int]] = {}
+        self.listener: socket.socket | None = None
+        self.inode = 0
+        self._wake_read, self._wake_write = os.pipe()
+
+    # --- lifetime -------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for module in PRELOAD:
+            importlib.import_module(module)
+        from abusepipe.cli.app import _parser  # noqa: PLC0415 - after its preload, by name
+
+        _parser()  # argparse's 40 subcommands and their translated help: ~10 ms of every child
+        self.files = loaded_files()
+        self._listen()
+        self._handle_signals()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        gc.collect()
+        gc.freeze()  # the children share these pages instead of each collecting (and copying) them
+        log(f"warm for {self.place.key}: {len(self.files)} modules loaded, idle time {self.idle:g}s")
+        try:
+            self._serve()
+        finally:
+            self._close()
+        log(f"ended after {self.served} messages")
+        return 0
+
+    def _listen(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.place.socket)  # a dead warm process's: the lock says none runs
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.place.socket)
+        os.chmod(self.place.socket, 0o600)
+        listener.listen(64)
+        self.inode = os.stat(self.place.socket).st_ino
+        self.listener = listener
+
+    def _handle_signals(self) -> None:
+        os.set_blocking(self._wake_write, False)
+        signal.set_wakeup_fd(self._wake_write)
+
+        def stop(signum: int, _: FrameType | None) -> None:
+            self.stopping = True
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, stop)
+
+    def _serve(self) -> None:
+        assert self.listener is not None
+        while not self.stopping:
+            listening = self.listener.fileno()
+            ready, _, _ = select.select([listening, self._wake_read], [], [], TICK)
+            self._reap()
+            if self._wake_read in ready:
+                os.read(self._wake_read, 512)
+            if self.stopping or not self._socket_is_mine():
+                break
+            if listening in ready:
+                conn, _ = self.listener.accept()
+                with conn:
+                    self._answer(conn)
+                self.last_request = time.monotonic()
+            elif not self.children and time.monotonic() - self.last_request > self.idle:
+                break
+
+    def _close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self._socket_is_mine():
+            with contextlib.suppress(OSError):
+                os.unlink(self.place.socket)
+        for pid in list(self.children):  # a message in progress is finished, not abandoned
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.children.clear()
+
+    def _socket_is_mine(self) -> bool:
+        try:
+            return os.stat(self.place.socket).st_ino == self.inode
+        except OSError:
+            return False
+
+    def _reap(self) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            self.children.discard(pid)
+
+    # --- requests -------------------------------------------------------------------------------------
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(REQUEST_TIMEOUT)
+        peer_credentials = getattr(socket, "SO_PEERCRED", None)  # Linux; elsewhere the directory's mode
+        if peer_credentials is not None:
+            credentials = conn.getsockopt(socket.SOL_SOCKET, peer_credentials, _PEERCRED.size)
+            uid = _PEERCRED.unpack(credentials)[1]
+            if uid != os.getuid():
+                log(f"refused a connection of uid {uid}")
+                return
+        try:
+            request, fds = receive_frame(conn, max_fds=3)
+        except (OSError, ValueError) as exc:
+            log(f"unreadable request: {exc}")
+            return
+        try:
+            self._dispatch(conn, request, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _dispatch(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        what = request.get("what", "run")
+        if what == "status":
+            conn.sendall(encode(self.status()))
+            return
+        if what == "stop":
+            self.stopping = True
+            conn.sendall(encode({"stopping": True, **self.status()}))
+            return
+        changed = changed_file(self.files)
+        if changed is not None:
+            log(f"{changed} changed on disk: ending, the next message starts a fresh warm process")
+            self.stopping = True
+            conn.sendall(REFUSED)
+            return
+        if len(fds) != 3 or not _valid_run(request):
+            conn.sendall(REFUSED)
+            return
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self._child(conn, request, fds)
+            finally:
+                os._exit(70)
+        self.children.add(pid)
+        self.served += 1
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "key": self.place.key,
+            "served": self.served,
+            "running": sorted(self.children),
+            "started": self.started,
+            "idle_seconds": self.idle,
+            "modules": len(self.files),
+        }
+
+    # --- in the child ---------------------------------------------------------------------------------
+
+    def _child(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        """Become the command as its client started it, run it, and send back its exit status."""
+        assert self.listener is not None
+        self.listener.close()
+        signal.set_wakeup_fd(-1)
+        for fd in (self._wake_read, self._wake_write, self.lock):
+            os.close(fd)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        conn.settimeout(None)
+        try:
+            os.chdir(request["cwd"])
+        except OSError:
+            conn.sendall(REFUSED)  # its client runs cold, from where it is
+            return
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        time.tzset()
+        os.umask(request["umask"])
+        argv = [str(arg) for arg in request["argv"]]
+        sys.argv = ["abusepipe", *argv]
+        done = threading.Event()
+        conn.sendall(ACCEPTED)
+        threading.Thread(
+            target=_follow_client, args=(conn, done), name="abusepipe-warm-client", daemon=True
+        ).start()
+        code = _run_command(argv)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        done.set()
+        with contextlib.suppress(OSError):
+            conn.sendall(EXIT + bytes([code]))
+        os._exit(code)
+
+
+def _valid_run(request: dict[str, Any]) -> bool:
+    return (
+        isinstance(request.get("argv"), list)
+        and isinstance(request.get("cwd"), str)
+        and isinstance(request.get("env"), dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
+        and isinstance(request.get("umask"), int)
+    )
+
+
+def _run_command(argv: list[str]) -> int:
+    try:
+        code: object = command(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # the cold path's interpreter would print it: so does this one
+        traceback.print_exc()
+        code = 1
+    return code & 0xFF if isinstance(code, int) else 1
+
+
+def _follow_client(conn: socket.socket, done: threading.Event) -> None:
+    """The client's signals, passed on; its death (the connection closing) kills this child, as killing
+    the command would have in one process."""
+    while True:
+        try:
+            data = conn.recv(2)
+        except OSError:
+            data = b""
+        if not data:
+            if not done.is_set():
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+        if data[:1] == SIGNAL and len(data) == 2:
+            # To the main thread, as the client's own kernel would have: it interrupts the read of the
+            # message there, and Python runs signal handlers in that thread.
+            signal.pthread_kill(threading.main_thread().ident or 0, data[1])
+
+
+def loaded_files() -> dict[str, tuple[int, int]]:
+    """Every module file loaded, with its modification time and size."""
+    files: dict[str, tuple[int, int]] = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path not in files:
+            with contextlib.suppress(OSError):
+                info = os.stat(path)
+                files[path] = (info.st_mtime_ns, info.st_size)
+    return files
+
+
+def changed_file(files: dict[str, tuple[int, int]]) -> str | None:
+    for path, (mtime, size) in files.items():
+        try:
+            info = os.stat(path)
+        except OSError:
+            return path
+        if info.st_mtime_ns != mtime or info.st_size != size:
+            return path
+    return None
+
+
+def main(argv: list[str]) -> int:
+    """`SOCKET IDLE_SECONDS`, as the client starts it."""
+    os.closerange(3, 65536)  # nothing the starting command had open is held beyond it
+    os.chdir("/")
+    socket_path, idle = argv[0], float(argv[1])
+    place = Place(os.path.dirname(socket_path), os.path.basename(socket_path).removesuffix(".sock"))
+    lock = os.open(place.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 0  # another warm process for this place is starting or running
+    try:
+        return WarmServer(place, idle, lock).run()
+    except Exception as exc:  # logged: nobody waits for this process's exit status
+        log(f"failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return 1
