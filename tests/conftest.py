@@ -211,3 +211,16 @@ def imap_server() -> ImapServer:
         pytest.skip(f"no Dovecot: {done.stderr.strip()}")
     host, port, tls_port, user, password, ca_file, oauth2_key = done.stdout.split()
     return ImapServer(host, int(port), int(tls_port), user, password, ca_file, oauth2_key)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_warm_processes() -> Iterator[None]:
+    """Tests pipe messages into `abusepipe ingest -` as an MTA does, which starts warm processes
+    (`abusepipe.warm`): the ones this environment's commands share are stopped at the end, so that the
+    suite leaves nothing running (the tests of warm start stop their own)."""
+    yield
+    from abusepipe.warm.client import ask
+    from abusepipe.warm.protocol import Place
+
+    for pythonpath in (os.environ.get("PYTHONPATH", ""), str(ROOT)):
+        ask(Place.here({**os.environ, "PYTHONPATH": pythonpath}), "stop")
