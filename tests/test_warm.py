@@ -5,6 +5,7 @@ process ends when idle, when told, and when its code changed; nothing is left ru
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -298,3 +299,40 @@ def test_a_directory_others_can_enter_is_not_used(desk: Desk) -> None:
     ]
     assert os.listdir(desk.place.directory) == []
     assert desk.reports() == 1
+
+
+def test_a_message_handed_to_the_warm_process_loads_nothing_heavy(desk: Desk) -> None:
+    desk.pipe(desk.message(), "--quiet")
+    desk.wait_warm()
+    probe = (
+        "import json, sys\n"
+        "from abusepipe.cli import main\n"
+        "sys.argv = ['abusepipe', 'ingest', '--quiet', '--no-log-messages', '-']\n"
+        "code = main()\n"
+        "print(json.dumps([code, sorted(sys.modules)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        input=desk.message(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env=desk.env,
+        cwd=desk.root,
+    )
+    code, modules = json.loads(done.stdout)
+    assert code == 0, done.stderr.decode()
+    assert desk.wait_warm()["served"] == 1  # the probe's message was the warm process's
+    heavy = (
+        "pydantic",
+        "sqlalchemy",
+        "parsers",
+        "sinks",
+        "schemas",
+        "ingest",
+        "kafka",
+        "argparse",
+        "logging",
+    )
+    assert sorted(m for m in modules if m.split(".")[0] in heavy) == []
+    assert desk.reports() == 2
