@@ -336,3 +336,25 @@ def test_a_message_handed_to_the_warm_process_loads_nothing_heavy(desk: Desk) ->
     )
     assert sorted(m for m in modules if m.split(".")[0] in heavy) == []
     assert desk.reports() == 2
+
+
+def test_a_client_that_gave_up_waiting_runs_cold_and_no_child_reads_its_message(desk: Desk) -> None:
+    desk.pipe(desk.message(), "--quiet")
+    server = int(str(desk.wait_warm()["pid"]))
+    os.kill(server, signal.SIGSTOP)  # a warm process that does not answer
+    try:
+        began = time.monotonic()
+        done = desk.pipe(desk.message(), "--quiet", "--no-log-messages")
+        waited = time.monotonic() - began
+    finally:
+        os.kill(server, signal.SIGCONT)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr == b""
+    assert waited >= 10  # the answer timeout, then the cold run
+    deadline = time.monotonic() + 30
+    while (status := desk.wait_warm())["served"] != 1 or status["running"]:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert desk.reports() == 2  # stored once, whole (the late child never read it)
+    with sqlite3.connect(desk.root / "data" / "abusepipe.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM deadletters").fetchone() == (0,)

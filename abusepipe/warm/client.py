@@ -16,6 +16,7 @@ from types import FrameType
 from abusepipe.warm.protocol import (
     ACCEPTED,
     EXIT,
+    GO,
     SIGNAL,
     Place,
     WarmUnavailable,
@@ -26,6 +27,7 @@ from abusepipe.warm.protocol import (
 )
 
 EX_TEMPFAIL = 75
+ANSWER_TIMEOUT = 10.0
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SERVER_BOOT = (
     "import sys; sys.path[0] = sys.argv[1]; "  # the code of this client, not of the working directory
@@ -56,9 +58,15 @@ def run_warm(argv: list[str]) -> int | None:
         with Forwarding(sock) as forwarding:
             try:
                 request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask()}
-                send_frame(sock, request, [0, 1, 2])
+                send_frame(sock, request)
+                # A warm process that does not answer (stopped, swamped) is not waited for. Its child
+                # gets the standard streams with the go-ahead: one forked after this gave up never does.
+                sock.settimeout(ANSWER_TIMEOUT)
                 answer = sock.recv(1)
-            except OSError:
+                if answer == ACCEPTED:
+                    socket.send_fds(sock, [GO], [0, 1, 2])
+                sock.settimeout(None)
+            except OSError:  # TimeoutError included
                 return None
             if answer != ACCEPTED:
                 return None  # refused (stale: it is ending) or gone before taking the message
@@ -180,7 +188,7 @@ def ask(place: Place, what: str, *, timeout: float = 5.0) -> dict[str, object] |
         try:
             sock.connect(place.socket)
             send_frame(sock, {"what": what})
-            answer, _ = receive_frame(sock)
+            answer = receive_frame(sock)
         except (OSError, ValueError):
             return None
     return answer

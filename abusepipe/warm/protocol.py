@@ -6,11 +6,13 @@ abusepipe code it runs: two installations never share a warm process. Stdlib onl
 piped message.
 
 Frames:
-- client -> server: a request, `!I` length then a `marshal`led dict (built in: no import to pay), with
-  the client's fds 0, 1 and 2 attached (SCM_RIGHTS) to its first bytes;
-- server -> client: `A` (a child took the request), `R` (refused: run cold), then from the child
-  `X` and one byte of exit status; a status request is answered with one JSON frame;
-- client -> child: `K` and one byte, a signal number the client received.
+- client -> server: a request, `!I` length then a `marshal`led dict (built in: no import to pay);
+- server -> client: `A` from the child forked for it, or `R` (refused: run cold);
+- client -> child: `G` with the client's fds 0, 1 and 2 attached (SCM_RIGHTS): only now can the child
+  read the message, so a client that gave up waiting for `A` and runs cold never shares its input;
+- child -> client: `X` and one byte of exit status; client -> child: `K` and one byte, a signal number
+  the client received;
+- a status or stop request is answered with one frame.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ VERSION = 1
 IDLE_ENV = "ABUSEPIPE_WARM_SECONDS"
 DEFAULT_IDLE_SECONDS = 60.0
 ACCEPTED = b"A"
+GO = b"G"
 REFUSED = b"R"
 EXIT = b"X"
 SIGNAL = b"K"
@@ -115,47 +118,30 @@ def encode(message: dict[str, object]) -> bytes:
     return FRAME.pack(len(data)) + data
 
 
-def send_frame(sock: socket.socket, message: dict[str, object], fds: list[int] | None = None) -> None:
-    data = encode(message)
-    sent = socket.send_fds(sock, [data], fds) if fds else 0
-    sock.sendall(data[sent:])
+def send_frame(sock: socket.socket, message: dict[str, object]) -> None:
+    sock.sendall(encode(message))
 
 
-def receive_frame(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict[str, object], list[int]]:
-    """One frame and the descriptors attached to it; raises `ValueError` for anything malformed."""
-    fds: list[int] = []
-    data = b""
-    while len(data) < FRAME.size:
-        if max_fds and not fds:
-            chunk, received, _, _ = socket.recv_fds(sock, 65536, max_fds)
-            fds.extend(received)
-        else:
-            chunk = sock.recv(65536)
-        if not chunk:
-            _close(fds)
-            raise ValueError("connection closed before a frame")
-        data += chunk
-    (size,) = FRAME.unpack_from(data)
+def receive_frame(sock: socket.socket) -> dict[str, object]:
+    """One frame; raises `ValueError` for anything malformed."""
+    data = _receive(sock, FRAME.size)
+    (size,) = FRAME.unpack(data)
     if size > MAX_FRAME:
-        _close(fds)
         raise ValueError(f"frame of {size} bytes")
-    while len(data) < FRAME.size + size:
-        chunk = sock.recv(FRAME.size + size - len(data))
+    try:
+        message = marshal.loads(_receive(sock, size))
+    except (ValueError, EOFError, TypeError) as exc:
+        raise ValueError(f"unreadable frame: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ValueError("a frame that is not a mapping")
+    return message
+
+
+def _receive(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
         if not chunk:
-            _close(fds)
             raise ValueError("connection closed inside a frame")
         data += chunk
-    try:
-        message = marshal.loads(data[FRAME.size : FRAME.size + size])
-    except (ValueError, EOFError, TypeError):
-        _close(fds)
-        raise
-    if not isinstance(message, dict):
-        _close(fds)
-        raise ValueError("a frame that is not an object")
-    return message, fds
-
-
-def _close(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
+    return data

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from abusepipe.cli import main as command
-from abusepipe.warm.protocol import ACCEPTED, EXIT, REFUSED, SIGNAL, Place, encode, receive_frame
+from abusepipe.warm.protocol import ACCEPTED, EXIT, GO, REFUSED, SIGNAL, Place, encode, receive_frame
 
 PRELOAD = (
     "abusepipe.cli.app",
@@ -164,17 +164,13 @@ class WarmServer:
                 log(f"refused a connection of uid {uid}")
                 return
         try:
-            request, fds = receive_frame(conn, max_fds=3)
+            request = receive_frame(conn)
         except (OSError, ValueError) as exc:
             log(f"unreadable request: {exc}")
             return
-        try:
-            self._dispatch(conn, request, fds)
-        finally:
-            for fd in fds:
-                os.close(fd)
+        self._dispatch(conn, request)
 
-    def _dispatch(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+    def _dispatch(self, conn: socket.socket, request: dict[str, Any]) -> None:
         what = request.get("what", "run")
         if what == "status":
             conn.sendall(encode(self.status()))
@@ -189,13 +185,13 @@ class WarmServer:
             self.stopping = True
             conn.sendall(REFUSED)
             return
-        if len(fds) != 3 or not _valid_run(request):
+        if not _valid_run(request):
             conn.sendall(REFUSED)
             return
         pid = os.fork()
         if pid == 0:
             try:
-                self._child(conn, request, fds)
+                self._child(conn, request)
             finally:
                 os._exit(70)
         self.children.add(pid)
@@ -214,8 +210,12 @@ class WarmServer:
 
     # --- in the child ---------------------------------------------------------------------------------
 
-    def _child(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
-        """Become the command as its client started it, run it, and send back its exit status."""
+    def _child(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        """Become the command as its client started it, run it, and send back its exit status.
+
+        The client's standard streams come with its go-ahead, not with the request: a client that gave
+        up waiting never lends them (an MTA reading the command's output would otherwise wait for a
+        warm process that holds them unread)."""
         assert self.listener is not None
         self.listener.close()
         signal.set_wakeup_fd(-1)
@@ -230,8 +230,15 @@ class WarmServer:
         except OSError:
             conn.sendall(REFUSED)  # its client runs cold, from where it is
             return
+        conn.sendall(ACCEPTED)
+        go, fds, _, _ = socket.recv_fds(conn, 1, 3)
+        if go != GO or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            return  # its client gave up waiting and runs the command itself
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
+            os.close(fd)
         os.environ.clear()
         os.environ.update(request["env"])
         time.tzset()
@@ -239,7 +246,6 @@ class WarmServer:
         argv = [str(arg) for arg in request["argv"]]
         sys.argv = ["abusepipe", *argv]
         done = threading.Event()
-        conn.sendall(ACCEPTED)
         threading.Thread(
             target=_follow_client, args=(conn, done), name="abusepipe-warm-client", daemon=True
         ).start()
