@@ -161,23 +161,29 @@ def start_server(place: Place, idle: float) -> None:
         log = os.open(place.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     except OSError:
         return
-    try:
-        # Its own session: an MTA that kills the pipe command's process group leaves it running.
-        os.posix_spawn(
-            sys.executable,
-            [sys.executable, "-c", SERVER_BOOT, code_root(), place.socket, repr(idle)],
-            dict(os.environ),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log, 1),
-                (os.POSIX_SPAWN_DUP2, log, 2),
-            ],
-            setsid=True,
-        )
-    except OSError as exc:
-        print(f"abusepipe: warm start off: cannot start the warm process: {exc}", file=sys.stderr)
-    finally:
-        os.close(log)
+    # Started by a short-lived intermediate in a session of its own, the warm process is nobody's child
+    # from the start: neither an MTA that kills the pipe command's process group nor a supervisor that
+    # ends the command's descendants takes it for part of this command.
+    intermediate = os.fork()
+    if intermediate == 0:
+        try:
+            os.setsid()
+            os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-c", SERVER_BOOT, code_root(), place.socket, repr(idle)],
+                dict(os.environ),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log, 1),
+                    (os.POSIX_SPAWN_DUP2, log, 2),
+                ],
+            )
+        except OSError as exc:
+            print(f"abusepipe: warm start off: cannot start the warm process: {exc}", file=sys.stderr)
+        finally:
+            os._exit(0)
+    os.close(log)
+    os.waitpid(intermediate, 0)
 
 
 def ask(place: Place, what: str, *, timeout: float = 5.0) -> dict[str, object] | None:
