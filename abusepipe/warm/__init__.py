@@ -3,10 +3,11 @@
 An MTA's pipe(8) starts one `abusepipe ingest -` per message, and most of such a process's time is
 spent importing the parser, pydantic and SQLAlchemy. As Mercurial's chg and ssh's ControlPersist do, the
 first piped message also starts a *warm process* in the background: it imports all that once, then
-listens on a socket private to the user. Every later `ingest -` is a small client: it hands the warm
-process its standard input, output and error (the file descriptors themselves), its arguments, working
-directory and environment; the warm process forks a child that runs the very same command as the cold
-path would, on those descriptors, and the child's exit status becomes the client's.
+listens on a socket private to the user. Every later `ingest -` is a small client: it sends its
+arguments, working directory and environment; the warm process forks a child for it, and once the
+client gives the go-ahead the child receives its standard input, output and error (the file
+descriptors themselves) and runs the very same command as the cold path would, on them. The child's
+exit status becomes the client's.
 
 - The child is bound to its client: a signal the client receives (pipe(8)'s timeout, Ctrl-C) is passed
   on, and when the client dies (SIGKILL) the child is killed, as the command would be in one process.
