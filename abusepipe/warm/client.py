@@ -6,7 +6,6 @@ interpreter's start-up and a round trip; a miss costs a connect().
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ from abusepipe.warm.protocol import (
     WarmUnavailable,
     code_root,
     idle_seconds,
+    receive_exactly,
     receive_frame,
     send_frame,
 )
@@ -123,16 +123,11 @@ class Forwarding:
 
 def _exit_status(sock: socket.socket, received: list[int]) -> int:
     """Wait for the child's exit status."""
-    data = b""
-    while len(data) < 2:
-        try:
-            chunk = sock.recv(2 - len(data))
-        except OSError:
-            chunk = b""
-        if not chunk:
-            break
-        data += chunk
-    if len(data) == 2 and data[:1] == EXIT:
+    try:
+        data = receive_exactly(sock, 2)
+    except (OSError, ValueError):  # the child ended without one
+        data = b""
+    if data[:1] == EXIT:
         return data[1]
     if received:  # the child ended of the signal passed on: so does this process, as it would cold
         signal.signal(received[-1], signal.SIG_DFL)
@@ -147,16 +142,10 @@ def _exit_status(sock: socket.socket, received: list[int]) -> int:
 
 def start_server(place: Place, idle: float) -> None:
     """Start a warm process in the background, unless one is starting (it holds the lock)."""
-    try:
-        lock = os.open(place.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    lock = place.take_lock()
+    if lock is None:
         return  # starting or running: it answers the next message
-    finally:
-        os.close(lock)  # the warm process takes the lock itself; a second one started meanwhile ends
+    os.close(lock)  # the warm process takes the lock itself; a second one started meanwhile ends
     try:
         log = os.open(place.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     except OSError:

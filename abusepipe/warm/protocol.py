@@ -17,6 +17,7 @@ Frames:
 
 from __future__ import annotations
 
+import fcntl
 import marshal
 import os
 import socket
@@ -99,6 +100,20 @@ class Place:
     def log(self) -> str:
         return os.path.join(self.directory, f"{self.key}.log")
 
+    def take_lock(self) -> int | None:
+        """The lock a warm process holds while it runs, as an open descriptor; None while another
+        holds it (a warm process for this place is starting or running)."""
+        try:
+            lock = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            return None
+        return lock
+
     def ensure_private(self) -> None:
         """Create the directory, or check that only this user can use it (else someone else could
         answer as the warm process, or read the messages)."""
@@ -124,12 +139,12 @@ def send_frame(sock: socket.socket, message: dict[str, object]) -> None:
 
 def receive_frame(sock: socket.socket) -> dict[str, object]:
     """One frame; raises `ValueError` for anything malformed."""
-    data = _receive(sock, FRAME.size)
+    data = receive_exactly(sock, FRAME.size)
     (size,) = FRAME.unpack(data)
     if size > MAX_FRAME:
         raise ValueError(f"frame of {size} bytes")
     try:
-        message = marshal.loads(_receive(sock, size))
+        message = marshal.loads(receive_exactly(sock, size))
     except (ValueError, EOFError, TypeError) as exc:
         raise ValueError(f"unreadable frame: {exc}") from exc
     if not isinstance(message, dict):
@@ -137,7 +152,8 @@ def receive_frame(sock: socket.socket) -> dict[str, object]:
     return message
 
 
-def _receive(sock: socket.socket, size: int) -> bytes:
+def receive_exactly(sock: socket.socket, size: int) -> bytes:
+    """`size` bytes, however the stream cuts them; raises `ValueError` when it ends first."""
     data = b""
     while len(data) < size:
         chunk = sock.recv(size - len(data))

@@ -8,7 +8,6 @@ module it loaded changed on disk (it refuses the request that noticed, so that c
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import importlib
 import os
@@ -25,7 +24,17 @@ from types import FrameType
 from typing import Any
 
 from abusepipe.cli import main as command
-from abusepipe.warm.protocol import ACCEPTED, EXIT, GO, REFUSED, SIGNAL, Place, encode, receive_frame
+from abusepipe.warm.protocol import (
+    ACCEPTED,
+    EXIT,
+    GO,
+    REFUSED,
+    SIGNAL,
+    Place,
+    encode,
+    receive_exactly,
+    receive_frame,
+)
 
 PRELOAD = (
     "abusepipe.cli.app",
@@ -285,52 +294,49 @@ def _follow_client(conn: socket.socket, done: threading.Event) -> None:
     the command would have in one process."""
     while True:
         try:
-            data = conn.recv(2)
-        except OSError:
-            data = b""
-        if not data:
+            data = receive_exactly(conn, 2)
+        except (OSError, ValueError):  # closed: the client is gone
             if not done.is_set():
                 os.kill(os.getpid(), signal.SIGKILL)
             return
-        if data[:1] == SIGNAL and len(data) == 2:
+        if data[:1] == SIGNAL:
             # To the main thread, as the client's own kernel would have: it interrupts the read of the
             # message there, and Python runs signal handlers in that thread.
             signal.pthread_kill(threading.main_thread().ident or 0, data[1])
 
 
 def loaded_files() -> dict[str, tuple[int, int]]:
-    """Every module file loaded, with its modification time and size."""
-    files: dict[str, tuple[int, int]] = {}
+    """Every module file loaded, with its stamp."""
+    files = {}
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if isinstance(path, str) and path not in files:
-            with contextlib.suppress(OSError):
-                info = os.stat(path)
-                files[path] = (info.st_mtime_ns, info.st_size)
+        if isinstance(path, str) and (stamp := _stamp(path)) is not None:
+            files[path] = stamp
     return files
 
 
 def changed_file(files: dict[str, tuple[int, int]]) -> str | None:
-    for path, (mtime, size) in files.items():
-        try:
-            info = os.stat(path)
-        except OSError:
-            return path
-        if info.st_mtime_ns != mtime or info.st_size != size:
-            return path
-    return None
+    """The first of `files` whose stamp is not the one recorded (or that is gone)."""
+    return next((path for path, stamp in files.items() if _stamp(path) != stamp), None)
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    """Modification time and size: what an edit or an upgrade changes."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 def main(argv: list[str]) -> int:
-    """`SOCKET IDLE_SECONDS`, as the client starts it."""
+    """`SOCKET IDLE_SECONDS`, as the client starts it (the socket's path shows in `ps`)."""
     os.closerange(3, 65536)  # nothing the starting command had open is held beyond it
     os.chdir("/")
     socket_path, idle = argv[0], float(argv[1])
     place = Place(os.path.dirname(socket_path), os.path.basename(socket_path).removesuffix(".sock"))
-    lock = os.open(place.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    lock = place.take_lock()
+    if lock is None:
         return 0  # another warm process for this place is starting or running
     try:
         return WarmServer(place, idle, lock).run()
