@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, ImapServer
 from tests.mail import arf, junk, many_reports
+from tests.procfs import stat_fields
 
 CMD = [sys.executable, "-m", "abusepipe.cli"]
 
@@ -28,14 +29,8 @@ def group_members(group: int) -> list[int]:
     """Live (not zombie) processes of a process group, from /proc."""
     members = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
-        if int(fields[2]) == group and fields[0] != "Z":
+        fields = stat_fields(entry.name) if entry.name.isdigit() else None
+        if fields is not None and int(fields[2]) == group and fields[0] != "Z":
             members.append(int(entry.name))
     return members
 

@@ -23,6 +23,7 @@ import pytest
 from abusepipe.warm.client import ask
 from abusepipe.warm.protocol import Place
 from tests.conftest import ROOT, SAMPLES
+from tests.procfs import stat_fields, zombie
 
 CMD = [sys.executable, "-m", "abusepipe.cli"]
 RAW = (SAMPLES / "flanker_fbl_aol.eml").read_bytes()
@@ -106,17 +107,10 @@ def wait_gone(pid: int, timeout: float = 15) -> bool:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        if _zombie(pid):
+        if zombie(pid):
             return True
         time.sleep(0.05)
     return False
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def running(pid: int, timeout: float = 30) -> list[int]:
@@ -124,7 +118,7 @@ def running(pid: int, timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        alive = [child for child in children if not _zombie(child)]  # an earlier one, not reaped yet
+        alive = [child for child in children if not zombie(child)]  # an earlier one, not reaped yet
         if alive:
             return alive
         time.sleep(0.05)
@@ -139,7 +133,7 @@ def processes_with(text: str) -> list[int]:
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if text in command and not _zombie(int(entry.name)):
+            if text in command and not zombie(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
@@ -173,7 +167,9 @@ def test_piped_messages_after_the_first_are_run_by_the_warm_process(desk: Desk) 
     status = desk.wait_warm()
     assert status["served"] == 0
     warm = int(str(status["pid"]))
-    parent = int(Path(f"/proc/{warm}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    fields = stat_fields(warm)
+    assert fields is not None
+    parent = int(fields[1])
     assert parent != first.pid and os.getsid(warm) != os.getsid(first.pid)  # not part of the command
     _, err = first.communicate(message[300:], timeout=120)
     assert first.returncode == 0, err.decode()
