@@ -11,8 +11,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence  # loaded with the interpreter: typing alone would cost 2 ms
 
-EXIT_USAGE = 2
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command; `argv` None: this process's own command line, the only one warm start may take
@@ -37,5 +35,7 @@ def _warm(argv: list[str]) -> int | None:
     try:
         return run_warm(argv)
     except ValueError as exc:
+        from abusepipe.cli.common import EXIT_USAGE  # only now: it imports argparse
+
         print(f"abusepipe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
