@@ -161,9 +161,10 @@ def main() -> None:
                 times["pipe"][checkout.root].append(
                     checkout.run([command, *ingest], unique(raw, n + 1, "one"))
                 )
-                times["cold"][checkout.root].append(
-                    checkout.run([command, *ingest], unique(raw, n + 1, "cold"), cold=True)
-                )
+                if checkout.warm:  # without warm start, every run above is cold already
+                    times["cold"][checkout.root].append(
+                        checkout.run([command, *ingest], unique(raw, n + 1, "cold"), cold=True)
+                    )
         rates: dict[Path, list[float]] = {c.root: [] for c in checkouts}
         for _ in range(2):
             for checkout in checkouts:
@@ -182,7 +183,7 @@ def main() -> None:
         print(f"    python -c pass                    {floor * 1000:7.1f} ms")
         print(f"    abusepipe --help                  {help_ * 1000:7.1f} ms  ({help_ / floor:.1f}x python)")
         for series, name in (("pipe", "ingest - (one ARF into SQLite)"), ("cold", "  the same, cold")):
-            if series == "cold" and not checkout.warm:
+            if not times[series][checkout.root]:
                 continue
             pipe = statistics.median(times[series][checkout.root])
             line = f"    {name:<34}{pipe * 1000:7.1f} ms"
