@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from abusepipe.warm.client import ask
-from abusepipe.warm.protocol import Place
+from abusepipe.warm.protocol import FORWARDED, Place
 from tests.conftest import ROOT, SAMPLES
 from tests.procfs import stat_fields, zombie
 
@@ -238,6 +239,38 @@ def test_killing_the_client_kills_the_child_running_its_message(desk: Desk) -> N
     _, err = client.communicate(timeout=30)
     assert client.returncode == 130, err.decode()
     assert desk.reports() == before
+
+
+def test_a_signal_passed_on_before_the_command_runs_gets_the_commands_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ctrl-C passed on while the child still prepares waits for the command: 130, as the command
+    answers it, not a child ended without an exit status; one that comes after it ended is dropped."""
+    from abusepipe.warm import server
+
+    ran: list[list[str]] = []
+
+    def command(argv: list[str]) -> int:
+        ran.append(argv)
+        time.sleep(0.5)  # the signal interrupts the command, as it would cold
+        return 0
+
+    monkeypatch.setattr(server, "command", command)
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)  # as the child does first
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        assert server._run_command(["ingest", "-"]) == 130
+        assert ran == [], "the command ran although Ctrl-C came first"
+        assert server._run_command(["ingest", "-"]) == 0
+        assert ran == [["ingest", "-"]]
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # after it: too late
+        assert signal.SIGINT in signal.sigpending()  # held, not raised (the child exits with 0)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_concurrent_first_messages_start_one_warm_process(desk: Desk) -> None:

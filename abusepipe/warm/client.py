@@ -15,6 +15,7 @@ from types import FrameType
 from abusepipe.warm.protocol import (
     ACCEPTED,
     EXIT,
+    FORWARDED,
     GO,
     SIGNAL,
     Place,
@@ -28,7 +29,6 @@ from abusepipe.warm.protocol import (
 
 EX_TEMPFAIL = 75
 ANSWER_TIMEOUT = 10.0
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SERVER_BOOT = (
     "import sys; sys.path[0] = sys.argv[1]; "  # the code of this client, not of the working directory
     "from abusepipe.warm.server import main; sys.exit(main(sys.argv[2:]))"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import marshal
 import os
+import signal
 import socket
 import stat
 import struct
@@ -34,6 +35,8 @@ GO = b"G"
 REFUSED = b"R"
 EXIT = b"X"
 SIGNAL = b"K"
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""The signals a client passes on to the child running its command."""
 FRAME = struct.Struct("!I")
 MAX_FRAME = 4 * 1024 * 1024
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on the BSDs

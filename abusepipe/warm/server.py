@@ -27,6 +27,7 @@ from abusepipe.cli import main as command
 from abusepipe.warm.protocol import (
     ACCEPTED,
     EXIT,
+    FORWARDED,
     GO,
     REFUSED,
     SIGNAL,
@@ -226,6 +227,9 @@ class WarmServer:
         up waiting never lends them (an MTA reading the command's output would otherwise wait for a
         warm process that holds them unread)."""
         assert self.listener is not None
+        # The client's signals wait until its command runs: one taken before would end this child
+        # outside the command's own answer to it (130 for Ctrl-C), or end it without an exit status.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         self.listener.close()
         signal.set_wakeup_fd(-1)
         for fd in (self._wake_read, self._wake_write, self.lock):
@@ -279,14 +283,31 @@ def _valid_run(request: dict[str, Any]) -> bool:
 
 
 def _run_command(argv: list[str]) -> int:
+    """The command's exit status; the client's signals reach it only while it runs."""
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # runs the handler of one held back
         code: object = command(argv)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:  # before the command's own handler was there: its answer all the same
+        code = 130
     except BaseException:  # the cold path's interpreter would print it: so does this one
         traceback.print_exc()
         code = 1
+    finally:
+        _hold_signals()
     return code & 0xFF if isinstance(code, int) else 1
+
+
+def _hold_signals() -> None:
+    """Block the followed signals; one that came after the command ended is too late to change its
+    exit status (pthread_sigmask runs the pending handler, hence the retry)."""
+    while True:
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        except KeyboardInterrupt:
+            continue
+        return
 
 
 def _follow_client(conn: socket.socket, done: threading.Event) -> None:
