@@ -300,7 +300,7 @@ def _run_command(argv: list[str]) -> int:
 
 
 def _hold_signals() -> None:
-    """Block the followed signals; one that came after the command ended is too late to change its
+    """Block the passed-on signals; one that came after the command ended is too late to change its
     exit status (pthread_sigmask runs the pending handler, hence the retry)."""
     while True:
         try:
