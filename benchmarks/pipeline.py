@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 
+from abusepipe.collector import collect_less_often  # noqa: E402
 from benchmarks.store import build_mbox  # noqa: E402
 from ingest.runner import ParseOptions, to_stored  # noqa: E402
 from ingest.sources import RawMessage  # noqa: E402
@@ -218,6 +219,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
+    collect_less_often()  # the consumer runs here: as in `abusepipe consume`
     bootstrap = args.kafka or service("kafka")
     database = args.database or service("postgres")
     shown = make_url(database).render_as_string()

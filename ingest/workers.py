@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from abusepipe.collector import collect_less_often
 from abusepipe.lifetime import alive, end_with_parent
 
 
@@ -37,6 +38,7 @@ def parser_pool(
 
 def _start_worker(creator: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
     follow_parent(creator)
+    collect_less_often()  # inherited with fork; not with forkserver or spawn
     if initializer is not None:
         initializer(*initargs)
 

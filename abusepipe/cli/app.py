@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from abusepipe import __version__
 from abusepipe.cli import blocklist, ingest, intake, kafka, notify, parse, portal, query, web
 from abusepipe.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
+from abusepipe.collector import collect_less_often
 from abusepipe.errors import AbusepipeError, ConfigError, Unavailable
 
 GROUPS = (parse, ingest, kafka, intake, query, web, blocklist, portal, notify)
@@ -70,6 +71,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging()
+    collect_less_often()
     try:
         return _run(args)
     except Unavailable as exc:
