@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 
-from abusepipe.collector import collect_less_often  # noqa: E402
+from abusepipe.cycle_collector import collect_less_often  # noqa: E402
 from benchmarks.store import build_mbox  # noqa: E402
 from ingest.runner import ParseOptions, to_stored  # noqa: E402
 from ingest.sources import RawMessage  # noqa: E402

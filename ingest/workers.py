@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from abusepipe.collector import collect_less_often
+from abusepipe.cycle_collector import collect_less_often
 from abusepipe.lifetime import alive, end_with_parent
 
 

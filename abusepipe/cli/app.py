@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from abusepipe import __version__
 from abusepipe.cli import blocklist, ingest, intake, kafka, notify, parse, portal, query, web
 from abusepipe.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
-from abusepipe.collector import collect_less_often
+from abusepipe.cycle_collector import collect_less_often
 from abusepipe.errors import AbusepipeError, ConfigError, Unavailable
 
 GROUPS = (parse, ingest, kafka, intake, query, web, blocklist, portal, notify)

@@ -1,4 +1,4 @@
-"""The cycle collector's thresholds (`abusepipe.collector`) hold in every process that parses: a command's
+"""The cycle collector's thresholds (`abusepipe.cycle_collector`) hold in every process that parses: a command's
 own, and its parser workers however they were started."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from abusepipe.collector import THRESHOLDS
+from abusepipe.cycle_collector import THRESHOLDS
 from ingest.workers import parser_pool
 from tests.conftest import ROOT, SAMPLES
 
