@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from abusepipe import __version__
 from abusepipe.cli import blocklist, ingest, intake, kafka, notify, parse, portal, query, web
-from abusepipe.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
+from abusepipe.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
 from abusepipe.cycle_collector import collect_less_often
 from abusepipe.errors import AbusepipeError, ConfigError, Unavailable
 
@@ -84,7 +84,7 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stderr.close()
         return EXIT_OK
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # last resort: a bug must still give one clear line, not a traceback
         if os.environ.get("ABUSEPIPE_DEBUG"):
             raise

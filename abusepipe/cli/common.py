@@ -30,6 +30,7 @@ EXIT_REJECTED = 2
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: an MTA keeps the message and retries
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what shells report for a command ended by Ctrl-C
 
 
 def positive(text: str) -> int:

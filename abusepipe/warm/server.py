@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 from abusepipe.cli import main as command
+from abusepipe.cli.common import EXIT_INTERRUPTED
 from abusepipe.warm.protocol import (
     ACCEPTED,
     EXIT,
@@ -290,7 +291,7 @@ def _run_command(argv: list[str]) -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:  # before the command's own handler was there: its answer all the same
-        code = 130
+        code = EXIT_INTERRUPTED
     except BaseException:  # the cold path's interpreter would print it: so does this one
         traceback.print_exc()
         code = 1
