@@ -18,6 +18,7 @@ uses fresh topics, a fresh consumer group and a fresh database. The store consum
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -27,13 +28,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kafka import KafkaAdminClient  # noqa: E402
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 
 from abusepipe.cycle_collector import collect_less_often  # noqa: E402
@@ -93,6 +95,29 @@ def fresh_database(url: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+@contextlib.contextmanager
+def scratch(bootstrap: str, database_root: str) -> Iterator[tuple[KafkaSettings, str]]:
+    """Topics and a database of one run's own, deleted afterwards: the broker and the PostgreSQL
+    server may be a desk's own."""
+    kafka = fresh_kafka(bootstrap)
+    try:
+        database = fresh_database(database_root)
+        try:
+            yield kafka, database
+        finally:
+            admin = create_engine(database_root, isolation_level="AUTOCOMMIT")
+            with admin.connect() as connection:
+                name = make_url(database).database
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+    finally:
+        client = KafkaAdminClient(**kafka.client_options())
+        try:
+            client.delete_topics(list(kafka.topics.all()))
+        finally:
+            client.close()
+
+
 def start_consumer(
     kafka: KafkaSettings, database: str, tally: Tally
 ) -> tuple[StoreConsumer, threading.Event, threading.Thread]:
@@ -112,8 +137,7 @@ def stop_consumer(consumer: StoreConsumer, stop: threading.Event, thread: thread
 
 
 def sustained(bootstrap: str, database_root: str, reports: int) -> None:
-    kafka, database = fresh_kafka(bootstrap), fresh_database(database_root)
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch(bootstrap, database_root) as (kafka, database), tempfile.TemporaryDirectory() as tmp:
         box = Path(tmp) / "bench.mbox"
         messages, expected = build_mbox(reports, box)
         tally = Tally()
@@ -167,9 +191,13 @@ def _publish_at_rate(
 
 
 def latency(bootstrap: str, database_root: str, rate: int, seconds: float) -> None:
+    with scratch(bootstrap, database_root) as (kafka, database):
+        _latency(kafka, database, rate, seconds)
+
+
+def _latency(kafka: KafkaSettings, database: str, rate: int, seconds: float) -> None:
     from tests.mail import many_reports
 
-    kafka, database = fresh_kafka(bootstrap), fresh_database(database_root)
     count = int(rate * seconds)
     messages = many_reports(count)
     context = multiprocessing.get_context("spawn")
@@ -191,7 +219,7 @@ def latency(bootstrap: str, database_root: str, rate: int, seconds: float) -> No
         sys.exit("no report was committed")
     p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
     state = "all stored" if complete else f"only {tally.reports} stored"
-    print(f"latency: {count} reports published at {rate}/s for {seconds:.0f} s; {state} in {elapsed:.1f} s")
+    print(f"latency: {count} reports published at {rate}/s for {seconds:g} s; {state} in {elapsed:.1f} s")
     print(
         f"  publish -> queryable: p50 {statistics.median(values) * 1000:.0f} ms, "
         f"p99 {p99 * 1000:.0f} ms, max {values[-1] * 1000:.0f} ms"
