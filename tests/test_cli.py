@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SAMPLES
 from tests.mail import junk
 
@@ -74,6 +76,14 @@ def test_bad_arguments_give_usage_not_traceback() -> None:
     result = run("parse")
     assert result.returncode == 2
     assert b"usage:" in result.stderr and b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["ingest", "smtp", "imap", "graph"])
+def test_a_negative_worker_count_is_refused_not_taken_for_none(command: str) -> None:
+    result = run(command, "--workers", "-1", "-")
+    assert result.returncode == 2
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert last == f"abusepipe {command}: error: argument --workers: '-1' must be at least 0"
 
 
 def test_schema_command_prints_json_schema() -> None:

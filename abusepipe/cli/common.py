@@ -34,12 +34,21 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT: what shells report for a command ended b
 
 
 def positive(text: str) -> int:
+    return _whole(text, least=1)
+
+
+def count(text: str) -> int:
+    """A number of things that may be none (`--workers 0`: no parser processes)."""
+    return _whole(text, least=0)
+
+
+def _whole(text: str, *, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {least}")
     return value
 
 

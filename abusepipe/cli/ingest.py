@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from abusepipe.cli.common import (
     EXIT_OK,
     EXIT_UNREADABLE,
+    count,
     open_sink,
     positive,
     store_option,
@@ -47,7 +48,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     ingest.add_argument(
         "--workers",
-        type=int,
+        type=count,
         default=None,
         metavar="N",
         help="parser processes beside the writer (default: one per core; 0 parses in process)",
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     source: Iterable[RawMessage | SourceError] = paths
     piped = args.paths == ["-"]
     workers = args.workers if args.workers is not None else default_workers()
-    if piped or workers < 0:
+    if piped:
         workers = 0  # one piped message: a process pool would only add start-up time
     sink, destination = open_sink(args, settings)
     checkpoint: Checkpoint | None = None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from abusepipe.cli.common import (
     EXIT_OK,
     EXIT_TEMPFAIL,
+    count,
     listen_address,
     open_sink,
     positive,
@@ -170,7 +171,7 @@ def _live_intake_options(parser: argparse.ArgumentParser) -> None:
     """What the long-running intakes (smtp, imap) share."""
     trusted_network_option(parser)
     parser.add_argument(
-        "--workers", type=int, default=None, metavar="N", help="parser processes (default: cores)"
+        "--workers", type=count, default=None, metavar="N", help="parser processes (default: cores)"
     )
     parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus counters at /metrics")
     parser.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS")
@@ -221,7 +222,7 @@ def run_smtp(args: argparse.Namespace, settings: Settings) -> int:
     _serve_metrics(args, log.intake, counters)
     sink, destination = open_sink(args, settings)
     workers = args.workers if args.workers is not None else default_workers()
-    intake = LiveIntake(sink, workers=max(0, workers))
+    intake = LiveIntake(sink, workers=workers)
     try:
         log.text(f"writing to {destination}")
         handler = IntakeHandler(intake, routes, counters, log, lmtp=args.lmtp)
@@ -264,7 +265,7 @@ def run_graph(args: argparse.Namespace, settings: Settings) -> int:
     _serve_metrics(args, "graph", counters)
     sink, destination = open_sink(args, settings)
     workers = args.workers if args.workers is not None else default_workers()
-    intake = LiveIntake(sink, workers=0 if args.once else max(0, workers))
+    intake = LiveIntake(sink, workers=0 if args.once else workers)
     reader = GraphIntake(options, intake, parse_options, counters, log, tokens=tokens)
     try:
         log.text(f"reading {options.folder} of {mailbox} through Microsoft Graph into {destination}")
@@ -334,7 +335,7 @@ def run_imap(args: argparse.Namespace, settings: Settings) -> int:
     _serve_metrics(args, "imap", counters)
     sink, destination = open_sink(args, settings)
     workers = args.workers if args.workers is not None else default_workers()
-    intake = LiveIntake(sink, workers=0 if args.once else max(0, workers))
+    intake = LiveIntake(sink, workers=0 if args.once else workers)
     reader = ImapIntake(options, intake, parse_options, counters, log, tokens=tokens)
     try:
         log.text(
