@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from benchmarks.oneline import run_main  # noqa: E402
 from benchmarks.pipeline import fresh_database, service  # noqa: E402
 from sinks.store import ReportStore  # noqa: E402
 from tests.mail import many_reports  # noqa: E402
@@ -262,4 +263,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

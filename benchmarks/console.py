@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from benchmarks.oneline import run_main  # noqa: E402
 from benchmarks.pipeline import fresh_database, service  # noqa: E402
 from benchmarks.store import fill_synthetic  # noqa: E402
 from sinks.queries import top_offenders  # noqa: E402
@@ -146,4 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from imapclient import IMAPClient  # noqa: E402
 
+from benchmarks.oneline import run_main  # noqa: E402
 from benchmarks.pipeline import fresh_kafka, service  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -143,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

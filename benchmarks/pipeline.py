@@ -39,6 +39,7 @@ from kafka import KafkaAdminClient  # noqa: E402
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 
 from abusepipe.cycle_collector import collect_less_often  # noqa: E402
+from benchmarks.oneline import run_main  # noqa: E402
 from benchmarks.store import build_mbox  # noqa: E402
 from ingest.runner import ParseOptions, to_stored  # noqa: E402
 from ingest.sources import RawMessage  # noqa: E402
@@ -257,4 +258,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from benchmarks.blocklist import CLI, cpu_seconds, fill_listings  # noqa: E402
+from benchmarks.oneline import run_main  # noqa: E402
 from benchmarks.pipeline import fresh_database, service  # noqa: E402
 from tests.conftest import free_ports  # noqa: E402
 from tests.smtpsink import SmtpSink  # noqa: E402
@@ -246,4 +247,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

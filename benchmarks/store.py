@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from abusepipe.errors import ReportRejected  # noqa: E402
+from benchmarks.oneline import run_main  # noqa: E402
 from parsers import parse_message  # noqa: E402
 from schemas import AbuseReport, Original, Reporter, Source  # noqa: E402
 from sinks.queries import offender_detail, top_offenders  # noqa: E402
@@ -160,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
