@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from benchmarks.oneline import run_main  # noqa: E402
-from benchmarks.pipeline import fresh_database, service  # noqa: E402
+from benchmarks.pipeline import scratch_database, service  # noqa: E402
 from sinks.store import ReportStore  # noqa: E402
 from tests.mail import many_reports  # noqa: E402
 
@@ -193,21 +193,21 @@ def ingest_overhead(server: str, reports: int, rounds: int) -> None:
     listed = 0
     for _ in range(rounds):
         for mode in ("off", "on"):
-            database = fresh_database(server)
-            ReportStore.open(database).close()
-            env = environment(database, ABUSEPIPE_BLOCKLIST_ENABLED="true" if mode == "on" else "false")
-            began = time.perf_counter()
-            done = subprocess.run(
-                [*CLI, "ingest", "--quiet", str(mbox)], env=env, capture_output=True, check=False
-            )
-            times[mode].append(time.perf_counter() - began)
-            if done.returncode != 0:
-                raise SystemExit(f"ingest failed: {done.stderr.decode()[-500:]}")
-            if mode == "on":
-                engine = create_engine(database)
-                with engine.connect() as connection:
-                    listed = int(connection.execute(text("SELECT count(*) FROM listings")).scalar_one())
-                engine.dispose()
+            with scratch_database(server) as database:
+                ReportStore.open(database).close()
+                env = environment(database, ABUSEPIPE_BLOCKLIST_ENABLED="true" if mode == "on" else "false")
+                began = time.perf_counter()
+                done = subprocess.run(
+                    [*CLI, "ingest", "--quiet", str(mbox)], env=env, capture_output=True, check=False
+                )
+                times[mode].append(time.perf_counter() - began)
+                if done.returncode != 0:
+                    raise SystemExit(f"ingest failed: {done.stderr.decode()[-500:]}")
+                if mode == "on":
+                    engine = create_engine(database)
+                    with engine.connect() as connection:
+                        listed = int(connection.execute(text("SELECT count(*) FROM listings")).scalar_one())
+                    engine.dispose()
     off, on = statistics.median(times["off"]), statistics.median(times["on"])
     print(f"ingest of {reports} reports into PostgreSQL, {rounds} rounds each, alternately:")
     print(f"  listing policy off {off:.1f} s ({reports / off:,.0f} reports/s)")
@@ -255,11 +255,13 @@ def main() -> None:
     args = parser.parse_args()
     server = args.database or service("postgres")
     if args.only in (None, "lookups"):
-        lookups(fresh_database(server), args.listings, args.connections, args.seconds, args.client_processes)
+        with scratch_database(server) as database:
+            lookups(database, args.listings, args.connections, args.seconds, args.client_processes)
     if args.only in (None, "ingest"):
         ingest_overhead(server, args.reports, args.rounds)
     if args.only in (None, "export"):
-        export(fresh_database(server), args.export_listings)
+        with scratch_database(server) as database:
+            export(database, args.export_listings)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from imapclient import IMAPClient  # noqa: E402
 
 from benchmarks.oneline import run_main  # noqa: E402
-from benchmarks.pipeline import fresh_kafka, service  # noqa: E402
+from benchmarks.pipeline import scratch_topics, service  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 CMD = [sys.executable, "-m", "abusepipe.cli"]
@@ -137,8 +137,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; corpus mix, {mean:.1f} KiB mean")
     smtp(messages, base, "the embedded store (SQLite)")
     bootstrap = args.kafka or service("kafka")
-    kafka = fresh_kafka(bootstrap)
-    smtp(messages, {**base, **kafka.environment()}, f"Kafka ({bootstrap})")
+    with scratch_topics(bootstrap) as kafka:
+        smtp(messages, {**base, **kafka.environment()}, f"Kafka ({bootstrap})")
     if args.imap:
         imap(messages)
 

@@ -31,10 +31,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
+from kafka import KafkaConsumer  # noqa: E402
 
 from benchmarks.oneline import run_main  # noqa: E402
-from benchmarks.pipeline import fresh_kafka, service  # noqa: E402
+from benchmarks.pipeline import scratch_topics, service  # noqa: E402
 from benchmarks.store import build_mbox  # noqa: E402
 from ingest.defaults import DEFAULT_BATCH  # noqa: E402
 from ingest.runner import ParseOptions, ingest  # noqa: E402
@@ -92,14 +92,6 @@ class Meter:
         own = usage.ru_utime + usage.ru_stime - own
         shown = f"  broker {self._broker() - broker:5.2f}" if self.broker is not None else ""
         print(f"  {label:<26} {records:>6} records  {own:5.2f} CPU-s{shown}  wall {wall:5.2f} s", flush=True)
-
-
-def delete_topics(kafka: KafkaSettings) -> None:
-    admin = KafkaAdminClient(**kafka.client_options())
-    try:
-        admin.delete_topics(list(kafka.topics.all()))
-    finally:
-        admin.close()
 
 
 def kafka_python(kafka: KafkaSettings, batches: Batches, total: int, meter: Meter) -> None:
@@ -219,15 +211,12 @@ def main() -> None:
     for run in range(1, args.runs + 1):
         print(f"run {run}")
         for _, measure in clients:
-            kafka = fresh_kafka(bootstrap)
-            try:
+            with scratch_topics(bootstrap) as kafka:
                 if total < 0:
                     total = sum(
                         len(encode_message(item, kafka.topics)) for batch in batches for item in batch
                     )
                 measure(kafka, batches, total, Meter())
-            finally:
-                delete_topics(kafka)
 
 
 if __name__ == "__main__":

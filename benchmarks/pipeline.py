@@ -97,26 +97,38 @@ def fresh_database(url: str) -> str:
 
 
 @contextlib.contextmanager
-def scratch(bootstrap: str, database_root: str) -> Iterator[tuple[KafkaSettings, str]]:
-    """Topics and a database of one run's own, deleted afterwards: the broker and the PostgreSQL
-    server may be a desk's own."""
+def scratch_topics(bootstrap: str) -> Iterator[KafkaSettings]:
+    """Topics of one run's own (`fresh_kafka`), deleted afterwards: the broker may be a desk's own."""
     kafka = fresh_kafka(bootstrap)
     try:
-        database = fresh_database(database_root)
-        try:
-            yield kafka, database
-        finally:
-            admin = create_engine(database_root, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                name = make_url(database).database
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+        yield kafka
     finally:
-        client = KafkaAdminClient(**kafka.client_options())
+        admin = KafkaAdminClient(**kafka.client_options())
         try:
-            client.delete_topics(list(kafka.topics.all()))
+            admin.delete_topics(list(kafka.topics.all()))
         finally:
-            client.close()
+            admin.close()
+
+
+@contextlib.contextmanager
+def scratch_database(server: str) -> Iterator[str]:
+    """A database of one run's own on `server` (`fresh_database`), dropped afterwards, connections and
+    all: the PostgreSQL server may be a desk's own."""
+    database = fresh_database(server)
+    try:
+        yield database
+    finally:
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            name = make_url(database).database
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def scratch(bootstrap: str, database_root: str) -> Iterator[tuple[KafkaSettings, str]]:
+    with scratch_topics(bootstrap) as kafka, scratch_database(database_root) as database:
+        yield kafka, database
 
 
 def start_consumer(

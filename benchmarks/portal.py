@@ -39,7 +39,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from benchmarks.blocklist import CLI, cpu_seconds, fill_listings  # noqa: E402
 from benchmarks.oneline import run_main  # noqa: E402
-from benchmarks.pipeline import fresh_database, service  # noqa: E402
+from benchmarks.pipeline import scratch_database, service  # noqa: E402
 from tests.conftest import free_ports  # noqa: E402
 from tests.smtpsink import SmtpSink  # noqa: E402
 from tests.test_policyd import read_reply, request  # noqa: E402
@@ -213,7 +213,11 @@ def main() -> None:
         "--workers", type=int, default=2, help="portal processes (default 2: one per core here)"
     )
     args = parser.parse_args()
-    database = fresh_database(args.database or service("postgres"))
+    with scratch_database(args.database or service("postgres")) as database:
+        run(args, database)
+
+
+def run(args: argparse.Namespace, database: str) -> None:
     fill_listings(database, args.listings)
     fill_history(database)
     sink = SmtpSink().start()
